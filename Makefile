@@ -1,0 +1,47 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+# Everything installs into a project-local .venv; nothing is installed globally.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint schema migrate worker bench bench-media seed clean help
+
+help:
+	@echo "make run      start PostgreSQL, Redis, the API (GraphiQL on http://127.0.0.1:8000/graphql) and the worker"
+	@echo "make test     run the test suite against real embedded PostgreSQL, Redis and S3 (moto server)"
+	@echo "make lint     ruff and mypy"
+	@echo "make schema   export the server's SDL to schema.graphql"
+	@echo "make bench    run the benchmarks"
+
+# Re-install only when pyproject.toml changes: the second run is instant.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) run.py
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+schema: $(STAMP)
+	$(PY) -m schema.export
+
+migrate: $(STAMP)
+	$(PY) run.py --migrate-only
+
+worker: $(STAMP)
+	$(BIN)/arq workers.WorkerSettings
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,209 @@
+"""The ASGI application: `uvicorn app:app`.
+
+Routes: /graphql (HTTP and graphql-transport-ws WebSocket; GraphiQL in
+development), /healthz (process alive), /readyz (PostgreSQL and Redis reachable).
+The lifespan opens the engine and the Redis pool. With no DATABASE_URL or
+REDIS_URL in development it starts the embedded servers itself, so even a bare
+`uvicorn app:app` runs (`make run` starts them once and shares them instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+
+from infra.redis import create_redis
+from infra.security import user_id_from_authorization
+from loaders import Loaders
+from models import create_engine
+from schema import create_schema
+from schema.context import Context
+from settings import Settings, get_settings
+
+log = logging.getLogger("instagraph")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestIdMiddleware:
+    """Give every request an id (the client's X-Request-ID if sane), echo it back, and
+    make it available to logs and masked errors."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class GraphQLApp(GraphQL[Context, None]):
+    """Strawberry's ASGI view with our context, auth and a faster JSON encoder."""
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
+        state = request.app.state
+        settings: Settings = state.settings
+        viewer_id = None
+        if isinstance(request, Request):
+            viewer_id = user_id_from_authorization(
+                request.headers.get("authorization"), secret=settings.secret_key
+            )
+        return Context(
+            settings=settings,
+            engine=state.engine,
+            redis=state.redis,
+            request_id=request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex,
+            viewer_id=viewer_id,
+            loaders=Loaders(state.engine, viewer_id),
+            request=request,
+            response=response if isinstance(response, Response) else None,
+            services=state.services,
+        )
+
+    async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
+        """Auth over WebSocket: `{"authorization": "Bearer <token>"}` in connection_init."""
+        params = context.connection_params if isinstance(context.connection_params, dict) else {}
+        header = params.get("authorization") or params.get("Authorization")
+        if header:
+            viewer_id = user_id_from_authorization(str(header), secret=context.settings.secret_key)
+            if viewer_id is None:
+                raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
+            context.viewer_id = viewer_id
+            context.loaders = Loaders(context.engine, viewer_id)
+        return None
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> Response:
+    state = request.app.state
+    checks: dict[str, str] = {}
+
+    async def check_db() -> None:
+        async with state.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def check_redis() -> None:
+        await state.redis.ping()
+
+    for name, check in (("postgres", check_db), ("redis", check_redis)):
+        try:
+            await asyncio.wait_for(check(), timeout=2)
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"unavailable: {type(exc).__name__}"
+    ready = all(value == "ok" for value in checks.values())
+    body: dict[str, Any] = {"ready": ready, **checks}
+    if checks["redis"] == "ok":
+        # Informational: the API serves reads without a worker, so this never fails readiness.
+        body["workers"] = len([key async for key in state.redis.scan_iter("worker:heartbeat:*")])
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@contextlib.asynccontextmanager
+async def embedded_services(settings: Settings) -> AsyncIterator[Settings]:
+    """Start embedded servers for whatever URL is missing (development only)."""
+    if settings.database_url and settings.redis_url:
+        yield settings
+        return
+    if settings.is_production:
+        raise RuntimeError("production needs DATABASE_URL and REDIS_URL")
+    from infra.embedded import EmbeddedPostgres, EmbeddedRedis
+    from infra.migrate import upgrade_database
+
+    with contextlib.ExitStack() as stack:
+        if not settings.database_url:
+            pg = stack.enter_context(
+                EmbeddedPostgres(settings.data_dir / "postgres", persistent=True)
+            )
+            settings = replace(settings, database_url=pg.url)
+            await asyncio.to_thread(upgrade_database, settings.database_url)
+        if not settings.redis_url:
+            redis = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis", persistent=True))
+            settings = replace(settings, redis_url=redis.url)
+        yield settings
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    base_settings = settings or get_settings()
+    graphql = GraphQLApp(
+        create_schema(base_settings),
+        graphql_ide=None if base_settings.is_production else "graphiql",
+        allowed_origins=base_settings.allowed_origins,
+        connection_init_wait_timeout=timedelta(seconds=10),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with embedded_services(base_settings) as live:
+            engine = create_engine(live)
+            redis = create_redis(live.redis_url)
+            app.state.settings = live
+            app.state.engine = engine
+            app.state.redis = redis
+            app.state.services = {}
+            try:
+                yield
+            finally:
+                await redis.aclose()
+                await engine.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+_configure_logging()
+app: Any = create_app()

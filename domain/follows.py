@@ -1,0 +1,227 @@
+"""The follow graph: follow, unfollow, requests for private accounts, blocks.
+
+Counters (`users.follower_count`, `users.following_count`) change in the same
+transaction as the edge, and only when the edge really changed, so repeats and
+races leave them exact. Both users' rows are updated in id order, so two
+opposite follows racing each other cannot deadlock.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import BigInteger, Row, and_, any_, bindparam, delete, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.errors import DomainError, ErrorCode
+from domain.users import USER_COLUMNS
+from models import Block, Follow, FollowRequest, User
+
+users = User.__table__
+follows = Follow.__table__
+requests = FollowRequest.__table__
+blocks = Block.__table__
+
+IDS = bindparam("ids", type_=ARRAY(BigInteger))
+
+
+class FollowOutcome(Enum):
+    FOLLOWING = "following"
+    REQUESTED = "requested"
+
+
+async def _adjust_counts(
+    conn: AsyncConnection, *, follower_id: int, followee_id: int, delta: int
+) -> None:
+    for user_id in sorted((follower_id, followee_id)):
+        column = "following_count" if user_id == follower_id else "follower_count"
+        await conn.execute(
+            update(users).where(users.c.id == user_id).values({column: users.c[column] + delta})
+        )
+
+
+async def _target(conn: AsyncConnection, *, viewer_id: int, target_id: int) -> Row[Any]:
+    """The target's privacy flag, or NOT_FOUND; FORBIDDEN when a block stands between them."""
+    row = (
+        await conn.execute(select(users.c.id, users.c.is_private).where(users.c.id == target_id))
+    ).one_or_none()
+    if row is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "No such user.", field="userId")
+    blocked = await conn.scalar(
+        select(blocks.c.blocker_id).where(
+            or_(
+                and_(blocks.c.blocker_id == viewer_id, blocks.c.blocked_id == target_id),
+                and_(blocks.c.blocker_id == target_id, blocks.c.blocked_id == viewer_id),
+            )
+        )
+    )
+    if blocked is not None:
+        raise DomainError(ErrorCode.FORBIDDEN, "You cannot follow this user.", field="userId")
+    return row
+
+
+async def add_follow(*, conn: AsyncConnection, follower_id: int, followee_id: int) -> bool:
+    """Create the edge; False when it existed already. Counters move only on a real insert."""
+    inserted = await conn.scalar(
+        insert(follows)
+        .values(follower_id=follower_id, followee_id=followee_id)
+        .on_conflict_do_nothing()
+        .returning(follows.c.id)
+    )
+    if inserted is None:
+        return False
+    await _adjust_counts(conn, follower_id=follower_id, followee_id=followee_id, delta=1)
+    return True
+
+
+async def follow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> FollowOutcome:
+    """Follow a user, or file a request when the account is private. Idempotent."""
+    if viewer_id == target_id:
+        raise DomainError(ErrorCode.INVALID_INPUT, "You cannot follow yourself.", field="userId")
+    target = await _target(conn, viewer_id=viewer_id, target_id=target_id)
+    already = await conn.scalar(
+        select(follows.c.id).where(
+            follows.c.follower_id == viewer_id, follows.c.followee_id == target_id
+        )
+    )
+    if already is not None:
+        return FollowOutcome.FOLLOWING
+    if target.is_private:
+        await conn.execute(
+            insert(requests)
+            .values(requester_id=viewer_id, target_id=target_id)
+            .on_conflict_do_nothing()
+        )
+        return FollowOutcome.REQUESTED
+    await add_follow(conn=conn, follower_id=viewer_id, followee_id=target_id)
+    return FollowOutcome.FOLLOWING
+
+
+async def remove_follow(*, conn: AsyncConnection, follower_id: int, followee_id: int) -> bool:
+    removed = await conn.scalar(
+        delete(follows)
+        .where(follows.c.follower_id == follower_id, follows.c.followee_id == followee_id)
+        .returning(follows.c.id)
+    )
+    if removed is None:
+        return False
+    await _adjust_counts(conn, follower_id=follower_id, followee_id=followee_id, delta=-1)
+    return True
+
+
+async def unfollow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> bool:
+    """Remove the edge and any pending request. Idempotent; a missing user is NOT_FOUND."""
+    exists = await conn.scalar(select(users.c.id).where(users.c.id == target_id))
+    if exists is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "No such user.", field="userId")
+    await conn.execute(
+        delete(requests).where(
+            requests.c.requester_id == viewer_id, requests.c.target_id == target_id
+        )
+    )
+    return await remove_follow(conn=conn, follower_id=viewer_id, followee_id=target_id)
+
+
+async def approve_request(*, conn: AsyncConnection, viewer_id: int, requester_id: int) -> bool:
+    """Turn a pending request to follow the viewer into a follow."""
+    filed = await conn.scalar(
+        delete(requests)
+        .where(requests.c.requester_id == requester_id, requests.c.target_id == viewer_id)
+        .returning(requests.c.requester_id)
+    )
+    if filed is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "No pending request from this user.", field="userId")
+    return await add_follow(conn=conn, follower_id=requester_id, followee_id=viewer_id)
+
+
+async def decline_request(*, conn: AsyncConnection, viewer_id: int, requester_id: int) -> None:
+    filed = await conn.scalar(
+        delete(requests)
+        .where(requests.c.requester_id == requester_id, requests.c.target_id == viewer_id)
+        .returning(requests.c.requester_id)
+    )
+    if filed is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "No pending request from this user.", field="userId")
+
+
+async def block(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> None:
+    """Block a user: both follow edges and pending requests go. Idempotent."""
+    if viewer_id == target_id:
+        raise DomainError(ErrorCode.INVALID_INPUT, "You cannot block yourself.", field="userId")
+    exists = await conn.scalar(select(users.c.id).where(users.c.id == target_id))
+    if exists is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "No such user.", field="userId")
+    await conn.execute(
+        insert(blocks).values(blocker_id=viewer_id, blocked_id=target_id).on_conflict_do_nothing()
+    )
+    await remove_follow(conn=conn, follower_id=viewer_id, followee_id=target_id)
+    await remove_follow(conn=conn, follower_id=target_id, followee_id=viewer_id)
+    await conn.execute(
+        delete(requests).where(
+            or_(
+                and_(requests.c.requester_id == viewer_id, requests.c.target_id == target_id),
+                and_(requests.c.requester_id == target_id, requests.c.target_id == viewer_id),
+            )
+        )
+    )
+
+
+async def unblock(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> None:
+    exists = await conn.scalar(select(users.c.id).where(users.c.id == target_id))
+    if exists is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "No such user.", field="userId")
+    await conn.execute(
+        delete(blocks).where(blocks.c.blocker_id == viewer_id, blocks.c.blocked_id == target_id)
+    )
+
+
+async def follow_page(
+    *, conn: AsyncConnection, user_id: int, direction: str, first: int, after: int | None
+) -> list[Row[Any]]:
+    """One page (first + 1 rows, to tell whether more follow) of followers or followees.
+
+    Newest first, keyset on the edge's monotonic id: a follow created between two
+    page requests lands before the cursor and never shifts the next page.
+    """
+    if direction == "followers":
+        anchor, other = follows.c.followee_id, follows.c.follower_id
+    else:
+        anchor, other = follows.c.follower_id, follows.c.followee_id
+    statement = (
+        select(follows.c.id.label("edge_id"), *USER_COLUMNS)
+        .join(users, users.c.id == other)
+        .where(anchor == user_id)
+        .order_by(follows.c.id.desc())
+        .limit(first + 1)
+    )
+    if after is not None:
+        statement = statement.where(follows.c.id < after)
+    return list((await conn.execute(statement)).all())
+
+
+async def followees_among(
+    *, conn: AsyncConnection, follower_id: int, user_ids: list[int]
+) -> set[int]:
+    """Which of user_ids follower_id follows: one statement for any number of ids."""
+    rows = await conn.execute(
+        select(follows.c.followee_id).where(
+            follows.c.follower_id == follower_id, follows.c.followee_id == any_(IDS)
+        ),
+        {"ids": user_ids},
+    )
+    return {row[0] for row in rows}
+
+
+async def followers_among(
+    *, conn: AsyncConnection, followee_id: int, user_ids: list[int]
+) -> set[int]:
+    """Which of user_ids follow followee_id."""
+    rows = await conn.execute(
+        select(follows.c.follower_id).where(
+            follows.c.followee_id == followee_id, follows.c.follower_id == any_(IDS)
+        ),
+        {"ids": user_ids},
+    )
+    return {row[0] for row in rows}

@@ -1,0 +1,1 @@
+"""Infrastructure shared by several layers: embedded servers, security, ids, Redis."""

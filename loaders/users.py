@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from aiodataloader import DataLoader
+from sqlalchemy import Row, any_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.follows import IDS, followees_among, followers_among
+from domain.users import USER_COLUMNS, users
+
+
+class UserByIdLoader(DataLoader[int, Row[Any] | None]):
+    """Users by id, in key order, None for a missing id: one statement per batch."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__()
+        self.engine = engine
+
+    async def batch_load_fn(self, keys: list[int]) -> list[Row[Any] | None]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(*USER_COLUMNS).where(users.c.id == any_(IDS)), {"ids": keys}
+            )
+            by_id = {row.id: row for row in rows}
+        return [by_id.get(key) for key in keys]
+
+    def prime_rows(self, rows: Iterable[Row[Any]]) -> None:
+        """Seed the cache with rows another statement already fetched (a page join)."""
+        for row in rows:
+            self.clear(row.id).prime(row.id, row)
+
+
+class FollowedByViewerLoader(DataLoader[int, bool]):
+    """Does the viewer follow each of these users? False for an anonymous viewer."""
+
+    def __init__(self, engine: AsyncEngine, viewer_id: int | None) -> None:
+        super().__init__()
+        self.engine = engine
+        self.viewer_id = viewer_id
+
+    async def batch_load_fn(self, keys: list[int]) -> list[bool]:
+        if self.viewer_id is None:
+            return [False] * len(keys)
+        async with self.engine.connect() as conn:
+            found = await followees_among(conn=conn, follower_id=self.viewer_id, user_ids=keys)
+        return [key in found for key in keys]
+
+
+class FollowsViewerLoader(DataLoader[int, bool]):
+    """Does each of these users follow the viewer?"""
+
+    def __init__(self, engine: AsyncEngine, viewer_id: int | None) -> None:
+        super().__init__()
+        self.engine = engine
+        self.viewer_id = viewer_id
+
+    async def batch_load_fn(self, keys: list[int]) -> list[bool]:
+        if self.viewer_id is None:
+            return [False] * len(keys)
+        async with self.engine.connect() as conn:
+            found = await followers_among(conn=conn, followee_id=self.viewer_id, user_ids=keys)
+        return [key in found for key in keys]
+
+
+class Loaders:
+    """Every loader of one request (or one WebSocket operation)."""
+
+    def __init__(self, engine: AsyncEngine, viewer_id: int | None) -> None:
+        self.user_by_id = UserByIdLoader(engine)
+        self.followed_by_viewer = FollowedByViewerLoader(engine, viewer_id)
+        self.follows_viewer = FollowsViewerLoader(engine, viewer_id)
+
+    def forget_follow_state(self, user_id: int) -> None:
+        """After a mutation changed edges or counts around user_id."""
+        self.user_by_id.clear(user_id)
+        self.followed_by_viewer.clear(user_id)
+        self.follows_viewer.clear(user_id)

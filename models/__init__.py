@@ -1,0 +1,12 @@
+"""SQLAlchemy models (table definitions) and the engine factory.
+
+Tables are declared with the ORM so Alembic and mypy see them; the hot paths
+query them with Core statements (`User.__table__`) into plain rows, which run
+several times faster than ORM sessions (see ../shared/FACTS.md).
+"""
+
+from models.base import Base, create_engine
+from models.follows import Block, Follow, FollowRequest
+from models.users import User
+
+__all__ = ["Base", "Block", "Follow", "FollowRequest", "User", "create_engine"]

@@ -1,0 +1,165 @@
+"""Accounts and the follow graph."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain import follows as follow_domain
+from domain import users as user_domain
+from domain.errors import DomainError, ErrorCode
+from infra.security import hash_password, issue_token, verify_password
+from resolvers.common import payload_pk, register_node
+from schema.common import check_page_size
+from schema.context import Info
+from schema.errors import UserError
+from schema.users import AuthPayload, User, UserPayload
+
+
+async def load_user(info: Info, user_id: int) -> User | None:
+    row = await info.context.loaders.user_by_id.load(user_id)
+    return User.from_row(row) if row is not None else None
+
+
+register_node("User", load_user)
+
+
+async def viewer(info: Info) -> User | None:
+    if info.context.viewer_id is None:
+        return None
+    return await load_user(info, info.context.viewer_id)
+
+
+async def user(info: Info, username: str) -> User | None:
+    async with info.context.engine.connect() as conn:
+        row = await user_domain.user_by_username(conn=conn, username=username)
+    if row is None:
+        return None
+    info.context.loaders.user_by_id.prime_rows([row])
+    return User.from_row(row)
+
+
+async def search_users(info: Info, query: str, first: int | None = 20) -> list[User]:
+    size = check_page_size(first)
+    async with info.context.engine.connect() as conn:
+        rows = await user_domain.search_users(conn=conn, query=query[:30], limit=size)
+    info.context.loaders.user_by_id.prime_rows(rows)
+    return [User.from_row(row) for row in rows]
+
+
+def _auth_payload(info: Info, row: Any) -> AuthPayload:
+    settings = info.context.settings
+    token = issue_token(row.id, secret=settings.secret_key, ttl_seconds=settings.token_ttl_seconds)
+    return AuthPayload(token=token, user=User.from_row(row))
+
+
+async def sign_up(info: Info, username: str, email: str, password: str) -> AuthPayload:
+    try:
+        clean_username = user_domain.check_username(username)
+        clean_email = user_domain.check_email(email)
+        user_domain.check_password(password)
+        password_hash = await hash_password(password)
+        async with info.context.engine.begin() as conn:
+            row = await user_domain.create_user(
+                conn=conn, username=clean_username, email=clean_email, password_hash=password_hash
+            )
+    except DomainError as exc:
+        return AuthPayload(errors=[UserError.from_error(exc)])
+    return _auth_payload(info, row)
+
+
+async def log_in(info: Info, username: str, password: str) -> AuthPayload:
+    async with info.context.engine.connect() as conn:
+        credentials = await user_domain.credentials_for(conn=conn, username=username)
+    # Unknown user and wrong password take the same time and give the same answer.
+    valid = await verify_password(credentials.password_hash if credentials else None, password)
+    if credentials is None or not valid:
+        return AuthPayload(
+            errors=[UserError(message="Wrong username or password.", code=ErrorCode.INVALID_INPUT)]
+        )
+    row = await info.context.loaders.user_by_id.load(credentials.id)
+    return _auth_payload(info, row)
+
+
+async def update_profile(
+    info: Info,
+    display_name: str | None = strawberry.UNSET,
+    bio: str | None = strawberry.UNSET,
+    is_private: bool | None = strawberry.UNSET,
+) -> UserPayload:
+    viewer_id = info.context.require_viewer()
+    changes = {
+        column: value
+        for column, value in (
+            ("display_name", display_name),
+            ("bio", bio),
+            ("is_private", is_private),
+        )
+        if value is not strawberry.UNSET
+    }
+    for column in ("display_name", "bio"):
+        if isinstance(changes.get(column), str):
+            changes[column] = changes[column].strip() or None
+    try:
+        async with info.context.engine.begin() as conn:
+            row = await user_domain.update_profile(conn=conn, user_id=viewer_id, changes=changes)
+    except DomainError as exc:
+        return UserPayload(errors=[UserError.from_error(exc)])
+    if row is None:  # the account was deleted while the token lived
+        return UserPayload(errors=[UserError(message="No such user.", code=ErrorCode.NOT_FOUND)])
+    info.context.loaders.user_by_id.prime_rows([row])
+    return UserPayload(user=User.from_row(row))
+
+
+GraphChange = Callable[..., Awaitable[object]]
+
+
+async def _change_graph(info: Info, user_id: strawberry.ID, change: GraphChange) -> UserPayload:
+    """The shape every follow-graph mutation shares: parse the target, change the edge
+    in one transaction, then answer with the target as it is now."""
+    viewer_id = info.context.require_viewer()
+    try:
+        target_id = payload_pk(user_id, "User", "userId")
+        async with info.context.engine.begin() as conn:
+            await change(conn=conn, viewer_id=viewer_id, target_id=target_id)
+    except DomainError as exc:
+        return UserPayload(errors=[UserError.from_error(exc)])
+    loaders = info.context.loaders
+    loaders.forget_follow_state(target_id)
+    loaders.user_by_id.clear(viewer_id)
+    return UserPayload(user=await load_user(info, target_id))
+
+
+async def follow(info: Info, user_id: strawberry.ID) -> UserPayload:
+    return await _change_graph(info, user_id, follow_domain.follow)
+
+
+async def unfollow(info: Info, user_id: strawberry.ID) -> UserPayload:
+    return await _change_graph(info, user_id, follow_domain.unfollow)
+
+
+async def _approve(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> None:
+    await follow_domain.approve_request(conn=conn, viewer_id=viewer_id, requester_id=target_id)
+
+
+async def _decline(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> None:
+    await follow_domain.decline_request(conn=conn, viewer_id=viewer_id, requester_id=target_id)
+
+
+async def approve_follow_request(info: Info, user_id: strawberry.ID) -> UserPayload:
+    return await _change_graph(info, user_id, _approve)
+
+
+async def decline_follow_request(info: Info, user_id: strawberry.ID) -> UserPayload:
+    return await _change_graph(info, user_id, _decline)
+
+
+async def block(info: Info, user_id: strawberry.ID) -> UserPayload:
+    return await _change_graph(info, user_id, follow_domain.block)
+
+
+async def unblock(info: Info, user_id: strawberry.ID) -> UserPayload:
+    return await _change_graph(info, user_id, follow_domain.unblock)

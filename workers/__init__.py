@@ -1,0 +1,5 @@
+"""arq workers: `arq workers.WorkerSettings`."""
+
+from workers.settings import WorkerSettings
+
+__all__ = ["WorkerSettings"]
