@@ -113,6 +113,8 @@ def load_settings() -> Settings:
         ]
         if missing:
             raise RuntimeError(f"production needs {', '.join(missing)} to be set")
+        if len(secret_key) < 32:
+            raise RuntimeError("SECRET_KEY must be at least 32 characters (HS256 key length)")
     elif not secret_key:
         secret_key = _development_secret(data_dir)
     return Settings(

@@ -9,20 +9,19 @@ opposite follows racing each other cannot deadlock.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
 
-from sqlalchemy import BigInteger, Row, and_, any_, bindparam, delete, or_, select, update
+from sqlalchemy import BigInteger, and_, any_, bindparam, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.errors import DomainError, ErrorCode
 from domain.users import USER_COLUMNS
-from models import Block, Follow, FollowRequest, User
+from models import Block, DbRow, Follow, FollowRequest, User, table_of
 
-users = User.__table__
-follows = Follow.__table__
-requests = FollowRequest.__table__
-blocks = Block.__table__
+users = table_of(User)
+follows = table_of(Follow)
+requests = table_of(FollowRequest)
+blocks = table_of(Block)
 
 IDS = bindparam("ids", type_=ARRAY(BigInteger))
 
@@ -42,7 +41,7 @@ async def _adjust_counts(
         )
 
 
-async def _target(conn: AsyncConnection, *, viewer_id: int, target_id: int) -> Row[Any]:
+async def _target(conn: AsyncConnection, *, viewer_id: int, target_id: int) -> DbRow:
     """The target's privacy flag, or NOT_FOUND; FORBIDDEN when a block stands between them."""
     row = (
         await conn.execute(select(users.c.id, users.c.is_private).where(users.c.id == target_id))
@@ -179,7 +178,7 @@ async def unblock(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> N
 
 async def follow_page(
     *, conn: AsyncConnection, user_id: int, direction: str, first: int, after: int | None
-) -> list[Row[Any]]:
+) -> list[DbRow]:
     """One page (first + 1 rows, to tell whether more follow) of followers or followees.
 
     Newest first, keyset on the edge's monotonic id: a follow created between two

@@ -4,14 +4,14 @@ import re
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.errors import DomainError, ErrorCode
-from models import User
+from models import DbRow, User, table_of
 
-users = User.__table__
+users = table_of(User)
 
 USERNAME_RE = re.compile(r"^[a-z0-9._]{3,30}$")
 MIN_PASSWORD_LENGTH = 8
@@ -74,7 +74,7 @@ def check_password(password: str) -> None:
 
 async def create_user(
     *, conn: AsyncConnection, username: str, email: str, password_hash: str
-) -> Row[Any]:
+) -> DbRow:
     """Insert an account; a taken username or email is CONFLICT (also under a race)."""
     taken = (
         await conn.execute(
@@ -101,7 +101,7 @@ async def create_user(
     return result.one()
 
 
-async def credentials_for(*, conn: AsyncConnection, username: str) -> Row[Any] | None:
+async def credentials_for(*, conn: AsyncConnection, username: str) -> DbRow | None:
     return (
         await conn.execute(
             select(users.c.id, users.c.password_hash).where(
@@ -111,7 +111,7 @@ async def credentials_for(*, conn: AsyncConnection, username: str) -> Row[Any] |
     ).one_or_none()
 
 
-async def user_by_username(*, conn: AsyncConnection, username: str) -> Row[Any] | None:
+async def user_by_username(*, conn: AsyncConnection, username: str) -> DbRow | None:
     return (
         await conn.execute(
             select(*USER_COLUMNS).where(users.c.username == normalize_username(username))
@@ -121,7 +121,7 @@ async def user_by_username(*, conn: AsyncConnection, username: str) -> Row[Any] 
 
 async def update_profile(
     *, conn: AsyncConnection, user_id: int, changes: dict[str, Any]
-) -> Row[Any] | None:
+) -> DbRow | None:
     """Apply the given columns (display_name, bio, is_private) and return the new row."""
     display_name = changes.get("display_name")
     if display_name is not None and len(display_name) > MAX_DISPLAY_NAME:
@@ -148,7 +148,7 @@ async def update_profile(
     ).one_or_none()
 
 
-async def search_users(*, conn: AsyncConnection, query: str, limit: int) -> list[Row[Any]]:
+async def search_users(*, conn: AsyncConnection, query: str, limit: int) -> list[DbRow]:
     """Accounts whose username starts with the query, most followed first."""
     prefix = normalize_username(query)
     if not prefix:

@@ -1,24 +1,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from aiodataloader import DataLoader
-from sqlalchemy import Row, any_, select
+from sqlalchemy import any_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.follows import IDS, followees_among, followers_among
 from domain.users import USER_COLUMNS, users
+from models import DbRow
 
 
-class UserByIdLoader(DataLoader[int, Row[Any] | None]):
+class UserByIdLoader(DataLoader[int, DbRow | None]):
     """Users by id, in key order, None for a missing id: one statement per batch."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__()
         self.engine = engine
 
-    async def batch_load_fn(self, keys: list[int]) -> list[Row[Any] | None]:
+    async def batch_load_fn(self, keys: list[int]) -> list[DbRow | None]:
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 select(*USER_COLUMNS).where(users.c.id == any_(IDS)), {"ids": keys}
@@ -26,7 +26,7 @@ class UserByIdLoader(DataLoader[int, Row[Any] | None]):
             by_id = {row.id: row for row in rows}
         return [by_id.get(key) for key in keys]
 
-    def prime_rows(self, rows: Iterable[Row[Any]]) -> None:
+    def prime_rows(self, rows: Iterable[DbRow]) -> None:
         """Seed the cache with rows another statement already fetched (a page join)."""
         for row in rows:
             self.clear(row.id).prime(row.id, row)

@@ -5,8 +5,17 @@ query them with Core statements (`User.__table__`) into plain rows, which run
 several times faster than ORM sessions (see ../shared/FACTS.md).
 """
 
-from models.base import Base, create_engine
+from models.base import Base, DbRow, create_engine, table_of
 from models.follows import Block, Follow, FollowRequest
 from models.users import User
 
-__all__ = ["Base", "Block", "Follow", "FollowRequest", "User", "create_engine"]
+__all__ = [
+    "Base",
+    "Block",
+    "DbRow",
+    "Follow",
+    "FollowRequest",
+    "User",
+    "create_engine",
+    "table_of",
+]

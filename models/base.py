@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from typing import Any, TypeAlias, cast
+
+from sqlalchemy import MetaData, Row, Table
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -17,6 +19,15 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# A result row of any shape, read by attribute (row.id, row.username...).
+DbRow: TypeAlias = Row[*tuple[Any, ...]]
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a model, for Core statements on the hot paths."""
+    return cast(Table, model.__table__)
 
 
 def create_engine(settings: Settings) -> AsyncEngine:

@@ -6,11 +6,12 @@ import strawberry
 
 from domain.errors import DomainError, ErrorCode
 from infra.ids import InvalidId, from_global_id, pk_from_global_id
+from schema.common import Node
 from schema.context import Info
 from schema.errors import invalid_input
 
 # type name -> loader of one object by primary key; each domain registers its Node types.
-NodeResolver = Callable[[Info, int], Awaitable[object | None]]
+NodeResolver = Callable[[Info, int], Awaitable[Node | None]]
 NODE_RESOLVERS: dict[str, NodeResolver] = {}
 
 
@@ -26,7 +27,7 @@ def payload_pk(global_id: str, type_name: str, field: str) -> int:
         raise DomainError(ErrorCode.INVALID_INPUT, f"Not a valid {type_name} ID.", field) from exc
 
 
-async def resolve_node(info: Info, id: strawberry.ID) -> object | None:
+async def resolve_node(info: Info, id: strawberry.ID) -> Node | None:
     try:
         type_name, pk = from_global_id(id)
     except InvalidId as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -12,6 +11,7 @@ from domain import follows as follow_domain
 from domain import users as user_domain
 from domain.errors import DomainError, ErrorCode
 from infra.security import hash_password, issue_token, verify_password
+from models import DbRow
 from resolvers.common import payload_pk, register_node
 from schema.common import check_page_size
 from schema.context import Info
@@ -50,7 +50,7 @@ async def search_users(info: Info, query: str, first: int | None = 20) -> list[U
     return [User.from_row(row) for row in rows]
 
 
-def _auth_payload(info: Info, row: Any) -> AuthPayload:
+def _auth_payload(info: Info, row: DbRow) -> AuthPayload:
     settings = info.context.settings
     token = issue_token(row.id, secret=settings.secret_key, ttl_seconds=settings.token_ttl_seconds)
     return AuthPayload(token=token, user=User.from_row(row))
@@ -76,11 +76,15 @@ async def log_in(info: Info, username: str, password: str) -> AuthPayload:
         credentials = await user_domain.credentials_for(conn=conn, username=username)
     # Unknown user and wrong password take the same time and give the same answer.
     valid = await verify_password(credentials.password_hash if credentials else None, password)
-    if credentials is None or not valid:
+    row = (
+        await info.context.loaders.user_by_id.load(credentials.id)
+        if credentials and valid
+        else None
+    )
+    if row is None:
         return AuthPayload(
             errors=[UserError(message="Wrong username or password.", code=ErrorCode.INVALID_INPUT)]
         )
-    row = await info.context.loaders.user_by_id.load(credentials.id)
     return _auth_payload(info, row)
 
 
@@ -101,8 +105,9 @@ async def update_profile(
         if value is not strawberry.UNSET
     }
     for column in ("display_name", "bio"):
-        if isinstance(changes.get(column), str):
-            changes[column] = changes[column].strip() or None
+        value = changes.get(column)
+        if isinstance(value, str):
+            changes[column] = value.strip() or None
     try:
         async with info.context.engine.begin() as conn:
             row = await user_domain.update_profile(conn=conn, user_id=viewer_id, changes=changes)

@@ -22,12 +22,13 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from resolvers import common as common_resolvers
 from resolvers import users as user_resolvers
-from schema.common import Node
+from schema.common import Node, scalar_map
 from schema.context import IsAuthenticated
 from schema.errors import ErrorCode
 from schema.users import AuthPayload, User, UserPayload
@@ -38,7 +39,7 @@ log = logging.getLogger("instagraph.errors")
 PARSER_CACHE_SIZE = 512
 VALIDATION_CACHE_SIZE = 512
 
-auth = [IsAuthenticated]
+auth: list[type[BasePermission]] = [IsAuthenticated]
 
 
 @strawberry.type(description="Entry points for reading.")
@@ -100,7 +101,7 @@ class Mutation:
 
 
 _TOO_COMPLEX = re.compile(
-    r"exceeds maximum operation depth|maximum number of aliases|more than \d+ tokens", re.I
+    r"exceeds maximum operation depth|aliases found\. Allowed|more than \d+ tokens", re.I
 )
 
 
@@ -165,6 +166,8 @@ def create_schema(settings: Settings) -> InstagraphSchema:
             lambda: ParserCache(maxsize=PARSER_CACHE_SIZE),
             lambda: ValidationCache(maxsize=VALIDATION_CACHE_SIZE),
         ],
-        config=StrawberryConfig(disable_field_suggestions=settings.is_production),
+        config=StrawberryConfig(
+            disable_field_suggestions=settings.is_production, scalar_map=scalar_map()
+        ),
         production=settings.is_production,
     )

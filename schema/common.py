@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NewType, TypeVar
+from typing import Any, NewType, TypeVar
 
 import strawberry
 
@@ -13,13 +13,21 @@ from schema.errors import invalid_input
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
-UnsignedInt64 = strawberry.scalar(
-    NewType("UnsignedInt64", int),
-    name="UnsignedInt64",
-    description="A non-negative 64-bit integer, serialized as a string (byte sizes above 2 GB).",
-    serialize=str,
-    parse_value=lambda v: _parse_unsigned_int64(v),
-)
+UnsignedInt64 = NewType("UnsignedInt64", int)
+
+
+def scalar_map() -> dict[object, Any]:
+    """Custom scalars, registered through StrawberryConfig.scalar_map."""
+    return {
+        UnsignedInt64: strawberry.scalar(
+            name="UnsignedInt64",
+            description=(
+                "A non-negative 64-bit integer, serialized as a string (byte sizes above 2 GB)."
+            ),
+            serialize=str,
+            parse_value=_parse_unsigned_int64,
+        )
+    }
 
 
 def _parse_unsigned_int64(value: object) -> int:

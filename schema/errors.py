@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import strawberry
 
-from domain.errors import DomainError
-from domain.errors import ErrorCode as _ErrorCode
+from domain.errors import DomainError, ErrorCode
 
-ErrorCode = strawberry.enum(_ErrorCode, description="Machine-readable reason for a failure.")
+# Registers the domain's enum as the GraphQL ErrorCode (the decorator returns the same class).
+strawberry.enum(ErrorCode, description="Machine-readable reason for a failure.")
 
 
 @strawberry.type(description="An expected failure of a mutation, about one input field or none.")

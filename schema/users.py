@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import strawberry
-from sqlalchemy import Row
 
 from domain.follows import follow_page
 from infra.ids import encode_cursor, to_global_id
+from models import DbRow
 from schema.common import Node, PageInfo, check_page_size, page_info, parse_cursor
 from schema.context import Info
 from schema.errors import UserError
@@ -31,7 +30,7 @@ class User(Node):
     post_count: int = strawberry.field(description="READY posts of this account.")
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> User:
+    def from_row(cls, row: DbRow) -> User:
         return cls(
             pk=row.id,
             id=strawberry.ID(to_global_id("User", row.id)),
