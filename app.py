@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
+from arq.connections import ArqRedis
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -32,6 +33,7 @@ from strawberry.exceptions import ConnectionRejectionError
 
 from infra.redis import create_redis
 from infra.security import user_id_from_authorization
+from infra.storage import LocalStorage, create_storage, local_storage_routes
 from loaders import Loaders
 from models import create_engine
 from schema import create_schema
@@ -95,7 +97,8 @@ class GraphQLApp(GraphQL[Context, None]):
             loaders=Loaders(state.engine, viewer_id),
             request=request,
             response=response if isinstance(response, Response) else None,
-            services=state.services,
+            storage=state.storage,
+            jobs=state.jobs,
         )
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
@@ -166,6 +169,7 @@ async def embedded_services(settings: Settings) -> AsyncIterator[Settings]:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     base_settings = settings or get_settings()
+    storage = create_storage(base_settings)
     graphql = GraphQLApp(
         create_schema(base_settings),
         graphql_ide=None if base_settings.is_production else "graphiql",
@@ -181,10 +185,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             app.state.settings = live
             app.state.engine = engine
             app.state.redis = redis
-            app.state.services = {}
+            app.state.storage = storage
+            # Lazy like the Redis client: the API starts (and /readyz says 503) while Redis is down.
+            app.state.jobs = ArqRedis.from_url(live.redis_url)
             try:
                 yield
             finally:
+                await app.state.jobs.aclose()
+                await storage.close()
                 await redis.aclose()
                 await engine.dispose()
 
@@ -194,6 +202,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            # The local backend is the blob store of a single-machine install: it takes
+            # uploads and serves renditions itself. With S3 the API never carries bytes.
+            *(local_storage_routes(storage) if isinstance(storage, LocalStorage) else []),
         ],
         lifespan=lifespan,
     )

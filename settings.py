@@ -64,6 +64,17 @@ class Settings:
     s3_region: str = "us-east-1"
     s3_access_key_id: str = ""
     s3_secret_access_key: str = ""
+    # Uploads and processing.
+    photo_max_bytes: int = 8 * 1024 * 1024
+    video_max_bytes: int = 4 * 1024 * 1024 * 1024
+    multipart_threshold_bytes: int = 100 * 1024 * 1024
+    multipart_part_bytes: int = 16 * 1024 * 1024
+    upload_ttl_seconds: int = 3600
+    processing_timeout_seconds: int = 600
+    pending_ttl_seconds: int = 24 * 3600
+    sweep_every_seconds: int = 60
+    max_processing_attempts: int = 5
+    job_timeout_seconds: int = 300
 
     @property
     def is_production(self) -> bool:
@@ -139,6 +150,16 @@ def load_settings() -> Settings:
         s3_region=_env("S3_REGION", "us-east-1"),
         s3_access_key_id=_env("S3_ACCESS_KEY_ID", ""),
         s3_secret_access_key=_env("S3_SECRET_ACCESS_KEY", ""),
+        photo_max_bytes=_env_int("PHOTO_MAX_BYTES", 8 * 1024 * 1024),
+        video_max_bytes=_env_int("VIDEO_MAX_BYTES", 4 * 1024 * 1024 * 1024),
+        multipart_threshold_bytes=_env_int("MULTIPART_THRESHOLD_BYTES", 100 * 1024 * 1024),
+        multipart_part_bytes=_env_int("MULTIPART_PART_BYTES", 16 * 1024 * 1024),
+        upload_ttl_seconds=_env_int("UPLOAD_TTL_SECONDS", 3600),
+        processing_timeout_seconds=_env_int("PROCESSING_TIMEOUT_SECONDS", 600),
+        pending_ttl_seconds=_env_int("PENDING_TTL_SECONDS", 24 * 3600),
+        sweep_every_seconds=_env_int("SWEEP_EVERY_SECONDS", 60),
+        max_processing_attempts=_env_int("MAX_PROCESSING_ATTEMPTS", 5),
+        job_timeout_seconds=_env_int("JOB_TIMEOUT_SECONDS", 300),
     )
 
 

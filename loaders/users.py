@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.follows import IDS, followees_among, followers_among
 from domain.users import USER_COLUMNS, users
+from loaders.posts import MediaByPostIdLoader, PostByIdLoader
 from models import DbRow
 
 
@@ -71,6 +72,8 @@ class Loaders:
         self.user_by_id = UserByIdLoader(engine)
         self.followed_by_viewer = FollowedByViewerLoader(engine, viewer_id)
         self.follows_viewer = FollowsViewerLoader(engine, viewer_id)
+        self.post_by_id = PostByIdLoader(engine)
+        self.media_by_post_id = MediaByPostIdLoader(engine)
 
     def forget_follow_state(self, user_id: int) -> None:
         """After a mutation changed edges or counts around user_id."""

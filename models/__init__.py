@@ -7,6 +7,7 @@ several times faster than ORM sessions (see ../shared/FACTS.md).
 
 from models.base import Base, DbRow, create_engine, table_of
 from models.follows import Block, Follow, FollowRequest
+from models.posts import Media, Post, PostStatus
 from models.users import User
 
 __all__ = [
@@ -15,6 +16,9 @@ __all__ = [
     "DbRow",
     "Follow",
     "FollowRequest",
+    "Media",
+    "Post",
+    "PostStatus",
     "User",
     "create_engine",
     "table_of",

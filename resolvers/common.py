@@ -27,6 +27,14 @@ def payload_pk(global_id: str, type_name: str, field: str) -> int:
         raise DomainError(ErrorCode.INVALID_INPUT, f"Not a valid {type_name} ID.", field) from exc
 
 
+def query_pk(global_id: str, type_name: str) -> int:
+    """A query argument's primary key; a malformed ID is an INVALID_INPUT GraphQL error."""
+    try:
+        return pk_from_global_id(global_id, type_name)
+    except InvalidId as exc:
+        raise invalid_input(f"Not a valid {type_name} ID.") from exc
+
+
 async def resolve_node(info: Info, id: strawberry.ID) -> Node | None:
     try:
         type_name, pk = from_global_id(id)

@@ -27,10 +27,12 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from resolvers import common as common_resolvers
+from resolvers import posts as post_resolvers
 from resolvers import users as user_resolvers
 from schema.common import Node, scalar_map
 from schema.context import IsAuthenticated
 from schema.errors import ErrorCode
+from schema.posts import CreatePostPayload, DeletePayload, Media, Post, PostPayload
 from schema.users import AuthPayload, User, UserPayload
 from settings import Settings
 
@@ -52,6 +54,10 @@ class Query:
     )
     user: User | None = strawberry.field(
         resolver=user_resolvers.user, description="A user by username (case-insensitive)."
+    )
+    post: Post | None = strawberry.field(
+        resolver=post_resolvers.post,
+        description="A post by ID: READY ones for everyone, any state for its author.",
     )
     search_users: list[User] = strawberry.field(
         resolver=user_resolvers.search_users,
@@ -97,6 +103,24 @@ class Mutation:
     )
     unblock: UserPayload = strawberry.mutation(
         resolver=user_resolvers.unblock, permission_classes=auth, description="Idempotent."
+    )
+    create_post: CreatePostPayload = strawberry.mutation(
+        resolver=post_resolvers.create_post,
+        permission_classes=auth,
+        description="Creates a PENDING post and one upload target per media item.",
+    )
+    complete_upload: PostPayload = strawberry.mutation(
+        resolver=post_resolvers.complete_upload,
+        permission_classes=auth,
+        description=(
+            "Tells the server the bytes are uploaded. The server checks the blob store "
+            "itself; it never trusts the client's word."
+        ),
+    )
+    delete_post: DeletePayload = strawberry.mutation(
+        resolver=post_resolvers.delete_post,
+        permission_classes=auth,
+        description="Author only. Hides the post everywhere at once; its files go soon after.",
     )
 
 
@@ -159,7 +183,7 @@ def create_schema(settings: Settings) -> InstagraphSchema:
     return InstagraphSchema(
         query=Query,
         mutation=Mutation,
-        types=[User],
+        types=[User, Post, Media],
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             lambda: AddValidationRules(rules),

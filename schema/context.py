@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
@@ -13,6 +14,7 @@ from starlette.websockets import WebSocket
 from strawberry.permission import BasePermission
 from strawberry.types import Info as StrawberryInfo
 
+from infra.storage import Storage
 from loaders import Loaders
 from schema.errors import ApiError, ErrorCode
 from settings import Settings
@@ -23,6 +25,8 @@ class Context:
     settings: Settings
     engine: AsyncEngine
     redis: Redis
+    storage: Storage
+    jobs: ArqRedis
     request_id: str
     viewer_id: int | None
     loaders: Loaders
@@ -30,7 +34,6 @@ class Context:
     response: Response | None = None
     # Filled from graphql-transport-ws `connection_init` for WebSocket connections.
     connection_params: dict[str, Any] | None = None
-    services: dict[str, Any] = field(default_factory=dict)
 
     def require_viewer(self) -> int:
         if self.viewer_id is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
@@ -12,6 +13,9 @@ from models import DbRow
 from schema.common import Node, PageInfo, check_page_size, page_info, parse_cursor
 from schema.context import Info
 from schema.errors import UserError
+
+if TYPE_CHECKING:
+    from schema.posts import PostConnection
 
 
 @strawberry.type(description="An account.")
@@ -51,6 +55,16 @@ class User(Node):
     @strawberry.field(description="Whether this account follows the viewer.")
     async def follows_viewer(self, info: Info) -> bool:
         return await info.context.loaders.follows_viewer.load(self.pk)
+
+    @strawberry.field(
+        description="Newest first. The author sees their own PENDING and FAILED posts too."
+    )
+    async def posts(
+        self, info: Info, first: int | None = 20, after: str | None = None
+    ) -> Annotated[PostConnection, strawberry.lazy("schema.posts")]:
+        from schema.posts import user_posts
+
+        return await user_posts(info, self.pk, first, after)
 
     @strawberry.field(description="Accounts following this one, newest first.")
     async def followers(

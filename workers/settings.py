@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import time
 from typing import Any
 
-from arq import cron
+from arq import cron, func
 from arq.connections import RedisSettings
+from arq.cron import CronJob
+from arq.worker import Function
 
 from infra.redis import create_redis
+from infra.storage import create_storage
 from models import create_engine
-from settings import get_settings
+from settings import Settings, get_settings
+from workers.media import delete_post_objects, process_post, sweep_posts
 
 log = logging.getLogger("instagraph.worker")
 
@@ -22,15 +27,18 @@ HEARTBEAT_TTL_SECONDS = 90
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    settings = get_settings()
-    ctx["settings"] = settings
+    settings: Settings = ctx.setdefault("settings", get_settings())
     ctx["engine"] = create_engine(settings)
     ctx["redis_app"] = create_redis(settings.redis_url)
+    ctx["storage"] = create_storage(settings)
+    ctx["cpu_slots"] = asyncio.Semaphore(os.cpu_count() or 1)
+    ctx["max_tries"] = MAX_TRIES
     ctx["worker_name"] = f"{socket.gethostname()}:{os.getpid()}"
     await heartbeat(ctx)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await ctx["storage"].close()
     await ctx["redis_app"].aclose()
     await ctx["engine"].dispose()
 
@@ -41,18 +49,38 @@ async def heartbeat(ctx: dict[str, Any]) -> None:
     await ctx["redis_app"].set(key, int(time.time()), ex=HEARTBEAT_TTL_SECONDS)
 
 
+MAX_TRIES = 5
+
+
+def functions(settings: Settings) -> list[Function]:
+    return [
+        # A killed worker's job re-runs after its timeout: keep it tight (FACTS.md).
+        func(process_post, timeout=settings.job_timeout_seconds, max_tries=MAX_TRIES),
+        func(delete_post_objects, timeout=120, max_tries=MAX_TRIES),
+    ]
+
+
+def cron_jobs(settings: Settings) -> list[CronJob]:
+    every = max(1, min(settings.sweep_every_seconds, 60))
+    return [
+        cron(heartbeat, second={0, 30}, run_at_startup=True, unique=False),
+        # At startup too: a worker that replaces a killed one finishes its posts at once.
+        cron(sweep_posts, second=set(range(0, 60, every)), run_at_startup=True, timeout=120),
+    ]
+
+
 def _redis_settings() -> RedisSettings:
-    url = os.environ.get("REDIS_URL") or get_settings().redis_url
-    if not url:
-        raise RuntimeError("the worker needs REDIS_URL (make run sets it)")
-    return RedisSettings.from_dsn(url)
+    url = os.environ.get("REDIS_URL", "")
+    return RedisSettings.from_dsn(url) if url else RedisSettings()
 
 
 class WorkerSettings:
-    functions: list[Any] = []
-    cron_jobs = [cron(heartbeat, second={0, 30}, run_at_startup=False, unique=False)]
+    """`arq workers.WorkerSettings`; configured from the environment (settings.py)."""
+
+    functions = functions(get_settings()) if os.environ.get("REDIS_URL") else []
+    cron_jobs = cron_jobs(get_settings()) if os.environ.get("REDIS_URL") else []
     on_startup = startup
     on_shutdown = shutdown
-    redis_settings = _redis_settings() if os.environ.get("REDIS_URL") else RedisSettings()
+    redis_settings = _redis_settings()
     max_jobs = 10
-    job_timeout = 60
+    max_tries = MAX_TRIES

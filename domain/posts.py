@@ -1,0 +1,404 @@
+"""Posts and their media: creation, the processing state machine, reading, deletion.
+
+A post moves PENDING -> PROCESSING -> READY or FAILED. `mark_ready` is the single
+place a post becomes READY: the feed hooks its fan-out outbox row onto that
+transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import BigInteger, and_, any_, bindparam, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.errors import DomainError, ErrorCode
+from infra.images import PHOTO_TYPES, VIDEO_TYPES
+from models import DbRow, Media, Post, PostStatus, User, table_of
+from settings import Settings
+
+posts = table_of(Post)
+media = table_of(Media)
+users = table_of(User)
+
+MAX_CAPTION = 2200
+MAX_MEDIA_ITEMS = 10
+MAX_IDEMPOTENCY_KEY = 128
+HASHTAG = re.compile(r"#(\w{1,100})")
+IDS = bindparam("ids", type_=ARRAY(BigInteger))
+
+
+@dataclass(frozen=True)
+class MediaSpec:
+    content_type: str
+    byte_size: int
+
+
+def media_kind(content_type: str) -> str:
+    return "PHOTO" if content_type in PHOTO_TYPES else "VIDEO"
+
+
+def parse_hashtags(caption: str | None) -> list[str]:
+    """Lower-cased hashtags in order of first appearance: '#Sun #sun #sea' -> [sun, sea]."""
+    seen: dict[str, None] = {}
+    for tag in HASHTAG.findall(caption or ""):
+        seen.setdefault(tag.lower(), None)
+    return list(seen)[:30]
+
+
+def check_post_input(
+    *, caption: str | None, items: list[MediaSpec], idempotency_key: str | None, settings: Settings
+) -> list[DomainError]:
+    """Every problem with a createPost input, so the client can fix them all at once."""
+    errors: list[DomainError] = []
+    if caption is not None and len(caption) > MAX_CAPTION:
+        errors.append(
+            DomainError(
+                ErrorCode.INVALID_INPUT,
+                f"Captions are at most {MAX_CAPTION} characters.",
+                field="caption",
+            )
+        )
+    if not 1 <= len(items) <= MAX_MEDIA_ITEMS:
+        errors.append(
+            DomainError(
+                ErrorCode.INVALID_INPUT,
+                f"A post has 1 to {MAX_MEDIA_ITEMS} photos or videos.",
+                field="media",
+            )
+        )
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        errors.append(
+            DomainError(
+                ErrorCode.INVALID_INPUT,
+                f"idempotencyKey is 1 to {MAX_IDEMPOTENCY_KEY} characters.",
+                field="idempotencyKey",
+            )
+        )
+    for index, item in enumerate(items[:MAX_MEDIA_ITEMS]):
+        where = f"media.{index}"
+        content_type = item.content_type.strip().lower()
+        if content_type not in PHOTO_TYPES | VIDEO_TYPES:
+            allowed = ", ".join(sorted(PHOTO_TYPES | VIDEO_TYPES))
+            errors.append(
+                DomainError(
+                    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                    f"{item.content_type!r} is not supported; use one of {allowed}.",
+                    field=f"{where}.contentType",
+                )
+            )
+            continue
+        limit = (
+            settings.photo_max_bytes
+            if media_kind(content_type) == "PHOTO"
+            else settings.video_max_bytes
+        )
+        if item.byte_size < 1:
+            errors.append(
+                DomainError(
+                    ErrorCode.INVALID_INPUT, "byteSize must be positive.", field=f"{where}.byteSize"
+                )
+            )
+        elif item.byte_size > limit:
+            errors.append(
+                DomainError(
+                    ErrorCode.TOO_LARGE,
+                    f"{media_kind(content_type).title()}s are at most {limit} bytes.",
+                    field=f"{where}.byteSize",
+                )
+            )
+    return errors
+
+
+def original_key(post_id: int, media_id: int) -> str:
+    return f"originals/{post_id}/{media_id}"
+
+
+def rendition_key(post_id: int, media_id: int, size: str, fmt: str) -> str:
+    extension = "jpg" if fmt == "JPEG" else fmt.lower()
+    return f"renditions/{post_id}/{media_id}/{size.lower()}.{extension}"
+
+
+def video_key(post_id: int, media_id: int) -> str:
+    return f"renditions/{post_id}/{media_id}/video.mp4"
+
+
+@dataclass
+class CreatedPost:
+    post: DbRow
+    media: list[DbRow]
+    created: bool
+
+
+async def create_post(
+    *,
+    conn: AsyncConnection,
+    author_id: int,
+    caption: str | None,
+    items: list[MediaSpec],
+    idempotency_key: str | None,
+) -> CreatedPost:
+    """Insert a PENDING post and its media rows; a repeated idempotency key returns the
+    first post instead (also when two retries race)."""
+    post_id = await conn.scalar(
+        insert(posts)
+        .values(
+            author_id=author_id,
+            caption=caption,
+            hashtags=parse_hashtags(caption),
+            idempotency_key=idempotency_key,
+        )
+        .on_conflict_do_nothing(
+            index_elements=[posts.c.author_id, posts.c.idempotency_key],
+            index_where=posts.c.idempotency_key.isnot(None),
+        )
+        .returning(posts.c.id)
+    )
+    created = post_id is not None
+    if post_id is None:
+        post_id = await conn.scalar(
+            select(posts.c.id).where(
+                posts.c.author_id == author_id, posts.c.idempotency_key == idempotency_key
+            )
+        )
+    else:
+        for position, item in enumerate(items):
+            media_id = int(await conn.scalar(select(func.next_snowflake())) or 0)
+            await conn.execute(
+                insert(media).values(
+                    id=media_id,
+                    post_id=post_id,
+                    position=position,
+                    kind=media_kind(item.content_type.strip().lower()),
+                    content_type=item.content_type.strip().lower(),
+                    byte_size=item.byte_size,
+                    original_key=original_key(post_id, media_id),
+                )
+            )
+    if post_id is None:  # pragma: no cover - the conflicting row is visible to us
+        raise DomainError(ErrorCode.CONFLICT, "Retry the request.", field="idempotencyKey")
+    post = await post_row(conn=conn, post_id=post_id)
+    if post is None:  # pragma: no cover - deleted between statements
+        raise DomainError(ErrorCode.NOT_FOUND, "No such post.")
+    return CreatedPost(
+        post=post, media=await media_rows(conn=conn, post_ids=[post_id]), created=created
+    )
+
+
+async def set_upload_id(*, conn: AsyncConnection, media_id: int, upload_id: str) -> None:
+    await conn.execute(update(media).where(media.c.id == media_id).values(upload_id=upload_id))
+
+
+async def post_row(*, conn: AsyncConnection, post_id: int, lock: bool = False) -> DbRow | None:
+    statement = select(posts).where(posts.c.id == post_id, posts.c.deleted_at.is_(None))
+    if lock:
+        statement = statement.with_for_update()
+    return (await conn.execute(statement)).one_or_none()
+
+
+async def posts_by_ids(*, conn: AsyncConnection, post_ids: list[int]) -> list[DbRow]:
+    return list(
+        (
+            await conn.execute(
+                select(posts).where(posts.c.id == any_(IDS), posts.c.deleted_at.is_(None)),
+                {"ids": post_ids},
+            )
+        ).all()
+    )
+
+
+async def media_rows(*, conn: AsyncConnection, post_ids: list[int]) -> list[DbRow]:
+    return list(
+        (
+            await conn.execute(
+                select(media)
+                .where(media.c.post_id == any_(IDS))
+                .order_by(media.c.post_id, media.c.position),
+                {"ids": post_ids},
+            )
+        ).all()
+    )
+
+
+def owned_post(row: DbRow | None, viewer_id: int) -> DbRow:
+    """The post if the viewer wrote it: NOT_FOUND if missing, FORBIDDEN if someone else's."""
+    if row is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "No such post.", field="postId")
+    if row.author_id != viewer_id:
+        raise DomainError(ErrorCode.FORBIDDEN, "Only the author can do this.", field="postId")
+    return row
+
+
+async def start_processing(*, conn: AsyncConnection, post_id: int) -> DbRow:
+    """PENDING -> PROCESSING. Any other state is left alone (completeUpload is idempotent)."""
+    row = await conn.execute(
+        update(posts)
+        .where(posts.c.id == post_id, posts.c.status == PostStatus.PENDING)
+        .values(status=PostStatus.PROCESSING, status_changed_at=func.now(), processing_attempts=1)
+        .returning(posts)
+    )
+    updated = row.one_or_none()
+    if updated is not None:
+        return updated
+    current = await post_row(conn=conn, post_id=post_id)
+    if current is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "No such post.", field="postId")
+    return current
+
+
+@dataclass
+class MediaOutcome:
+    """What processing learnt about one media item."""
+
+    media_id: int
+    detected_type: str
+    width: int
+    height: int
+    placeholder: str
+    rendition_keys: dict[str, str]
+    duration_seconds: float | None = None
+    video_key: str | None = None
+
+
+async def mark_ready(
+    *, conn: AsyncConnection, post_id: int, outcomes: list[MediaOutcome]
+) -> DbRow | None:
+    """PROCESSING -> READY, in the caller's transaction, with every media row filled in.
+
+    THE one READY transition: the author's post count moves here, and the feed's
+    fan-out outbox row is written here, so neither can happen without the other.
+    Returns None when the post is no longer PROCESSING (deleted, or a duplicate job
+    finished first), which makes a repeated job a no-op.
+    """
+    row = (
+        await conn.execute(
+            update(posts)
+            .where(
+                posts.c.id == post_id,
+                posts.c.status == PostStatus.PROCESSING,
+                posts.c.deleted_at.is_(None),
+            )
+            .values(status=PostStatus.READY, status_changed_at=func.now(), failure_reason=None)
+            .returning(posts)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    for outcome in outcomes:
+        await conn.execute(
+            update(media)
+            .where(media.c.id == outcome.media_id, media.c.post_id == post_id)
+            .values(
+                detected_type=outcome.detected_type,
+                width=outcome.width,
+                height=outcome.height,
+                placeholder=outcome.placeholder,
+                rendition_keys=outcome.rendition_keys,
+                duration_seconds=outcome.duration_seconds,
+                video_key=outcome.video_key,
+            )
+        )
+    await conn.execute(
+        update(users).where(users.c.id == row.author_id).values(post_count=users.c.post_count + 1)
+    )
+    return row
+
+
+async def mark_failed(*, conn: AsyncConnection, post_id: int, reason: str) -> bool:
+    """PROCESSING (or PENDING) -> FAILED with a reason the author can read."""
+    result = await conn.execute(
+        update(posts)
+        .where(
+            posts.c.id == post_id,
+            posts.c.status.in_([PostStatus.PENDING, PostStatus.PROCESSING]),
+        )
+        .values(status=PostStatus.FAILED, status_changed_at=func.now(), failure_reason=reason)
+        .returning(posts.c.id)
+    )
+    return result.one_or_none() is not None
+
+
+async def delete_post(*, conn: AsyncConnection, post_id: int, viewer_id: int) -> DbRow:
+    """Hide the post from every view at once; its objects are deleted by a job."""
+    row = owned_post(await post_row(conn=conn, post_id=post_id, lock=True), viewer_id)
+    await conn.execute(update(posts).where(posts.c.id == post_id).values(deleted_at=func.now()))
+    if row.status == PostStatus.READY:
+        await conn.execute(
+            update(users)
+            .where(users.c.id == row.author_id)
+            .values(post_count=users.c.post_count - 1)
+        )
+    return row
+
+
+async def author_posts_page(
+    *,
+    conn: AsyncConnection,
+    author_id: int,
+    include_unready: bool,
+    first: int,
+    after: int | None,
+) -> list[DbRow]:
+    """first + 1 posts of an author, newest first (keyset on the time-ordered id)."""
+    statement = (
+        select(posts)
+        .where(posts.c.author_id == author_id, posts.c.deleted_at.is_(None))
+        .order_by(posts.c.id.desc())
+        .limit(first + 1)
+    )
+    if not include_unready:
+        statement = statement.where(posts.c.status == PostStatus.READY)
+    if after is not None:
+        statement = statement.where(posts.c.id < after)
+    return list((await conn.execute(statement)).all())
+
+
+async def stuck_posts(*, conn: AsyncConnection, settings: Settings) -> list[DbRow]:
+    """PROCESSING longer than the timeout, or PENDING longer than a day (abandoned)."""
+    now = datetime.now(UTC)
+    processing_cutoff = now - timedelta(seconds=settings.processing_timeout_seconds)
+    pending_cutoff = now - timedelta(seconds=settings.pending_ttl_seconds)
+    statement = (
+        select(posts.c.id, posts.c.status, posts.c.processing_attempts)
+        .where(
+            or_(
+                and_(
+                    posts.c.status == PostStatus.PROCESSING,
+                    posts.c.status_changed_at < processing_cutoff,
+                ),
+                and_(
+                    posts.c.status == PostStatus.PENDING,
+                    posts.c.status_changed_at < pending_cutoff,
+                ),
+            ),
+            posts.c.deleted_at.is_(None),
+        )
+        .order_by(posts.c.status_changed_at)
+        .limit(500)
+    )
+    return list((await conn.execute(statement)).all())
+
+
+async def note_retry(*, conn: AsyncConnection, post_id: int) -> int:
+    """Count one more processing attempt and restart the stuck clock; returns the count."""
+    attempts = await conn.scalar(
+        update(posts)
+        .where(posts.c.id == post_id, posts.c.status == PostStatus.PROCESSING)
+        .values(processing_attempts=posts.c.processing_attempts + 1, status_changed_at=func.now())
+        .returning(posts.c.processing_attempts)
+    )
+    return int(attempts or 0)
+
+
+async def abandon_pending(*, conn: AsyncConnection, post_id: int) -> list[DbRow]:
+    """Delete an abandoned PENDING post; returns its media rows so objects can go too."""
+    rows = await media_rows(conn=conn, post_ids=[post_id])
+    await conn.execute(
+        update(posts)
+        .where(posts.c.id == post_id, posts.c.status == PostStatus.PENDING)
+        .values(deleted_at=func.now(), status=PostStatus.FAILED, failure_reason="Upload abandoned.")
+    )
+    return rows

@@ -1,0 +1,161 @@
+"""Posts: create with upload targets, complete, read, delete."""
+
+from __future__ import annotations
+
+import logging
+
+import strawberry
+from sqlalchemy import select
+
+from domain import posts as post_domain
+from domain.errors import DomainError, ErrorCode
+from infra.ids import to_global_id
+from models import DbRow, PostStatus, table_of
+from models.posts import Media as MediaModel
+from resolvers.common import payload_pk, query_pk, register_node
+from schema.context import Info
+from schema.errors import UserError
+from schema.posts import (
+    CreatePostInput,
+    CreatePostPayload,
+    DeletePayload,
+    Media,
+    Post,
+    PostPayload,
+    UploadTarget,
+)
+from workers.jobs import enqueue_delete_post_objects, enqueue_process_post
+
+log = logging.getLogger(__name__)
+
+
+def visible(row: DbRow | None, viewer_id: int | None) -> bool:
+    """Others see READY posts only; the author sees every state of their own."""
+    return row is not None and (row.status == PostStatus.READY or row.author_id == viewer_id)
+
+
+async def load_post(info: Info, post_id: int) -> Post | None:
+    row = await info.context.loaders.post_by_id.load(post_id)
+    return Post.from_row(row) if row is not None and visible(row, info.context.viewer_id) else None
+
+
+async def load_media(info: Info, media_id: int) -> Media | None:
+    media = table_of(MediaModel)
+    async with info.context.engine.connect() as conn:
+        row = (await conn.execute(select(media).where(media.c.id == media_id))).one_or_none()
+    if row is None:
+        return None
+    post = await info.context.loaders.post_by_id.load(row.post_id)
+    if post is None or not visible(post, info.context.viewer_id):
+        return None
+    return Media.from_row(row, ready=post.status == PostStatus.READY)
+
+
+register_node("Post", load_post)
+register_node("Media", load_media)
+
+
+async def post(info: Info, id: strawberry.ID) -> Post | None:
+    return await load_post(info, query_pk(id, "Post"))
+
+
+async def _targets(info: Info, created: post_domain.CreatedPost) -> list[UploadTarget]:
+    """Fresh upload targets for every media item of a PENDING post."""
+    settings = info.context.settings
+    storage = info.context.storage
+    targets = []
+    for row in created.media:
+        limit = settings.photo_max_bytes if row.kind == "PHOTO" else settings.video_max_bytes
+        multipart = row.kind == "VIDEO" and row.byte_size > settings.multipart_threshold_bytes
+        target = await storage.upload_target(
+            row.original_key,
+            content_type=row.content_type,
+            max_bytes=min(limit, row.byte_size),
+            declared_bytes=row.byte_size,
+            expires_in=settings.upload_ttl_seconds,
+            multipart=multipart,
+            part_size=settings.multipart_part_bytes if multipart else None,
+        )
+        if target.upload_id is not None:
+            async with info.context.engine.begin() as conn:
+                if row.upload_id is not None:
+                    await storage.abort_multipart(row.original_key, row.upload_id)
+                await post_domain.set_upload_id(
+                    conn=conn, media_id=row.id, upload_id=target.upload_id
+                )
+        targets.append(UploadTarget.build(row.id, target))
+    return targets
+
+
+async def create_post(info: Info, input: CreatePostInput) -> CreatePostPayload:
+    viewer_id = info.context.require_viewer()
+    items = [post_domain.MediaSpec(m.content_type, int(m.byte_size)) for m in input.media]
+    errors = post_domain.check_post_input(
+        caption=input.caption,
+        items=items,
+        idempotency_key=input.idempotency_key,
+        settings=info.context.settings,
+    )
+    if errors:
+        return CreatePostPayload(errors=[UserError.from_error(e) for e in errors])
+    async with info.context.engine.begin() as conn:
+        created = await post_domain.create_post(
+            conn=conn,
+            author_id=viewer_id,
+            caption=input.caption,
+            items=items,
+            idempotency_key=input.idempotency_key,
+        )
+    if created.post.author_id != viewer_id:  # pragma: no cover - keys are per author
+        raise RuntimeError("idempotency key matched another author's post")
+    uploads = await _targets(info, created) if created.post.status == PostStatus.PENDING else []
+    return CreatePostPayload(post=Post.from_row(created.post), uploads=uploads)
+
+
+async def complete_upload(info: Info, post_id: strawberry.ID) -> PostPayload:
+    """Author only. Checks every object is in the store, then hands over to the worker;
+    a repeat on a post already PROCESSING or READY changes nothing."""
+    viewer_id = info.context.require_viewer()
+    storage = info.context.storage
+    try:
+        pk = payload_pk(post_id, "Post", "postId")
+        async with info.context.engine.connect() as conn:
+            row = post_domain.owned_post(
+                await post_domain.post_row(conn=conn, post_id=pk), viewer_id
+            )
+            media = await post_domain.media_rows(conn=conn, post_ids=[pk])
+        if row.status == PostStatus.PENDING:
+            for item in media:
+                if item.upload_id is not None:
+                    await storage.complete_multipart(
+                        item.original_key, item.upload_id, max_bytes=item.byte_size
+                    )
+                if await storage.head(item.original_key) is None:
+                    raise DomainError(
+                        ErrorCode.INVALID_INPUT,
+                        f"Media {item.position + 1} has not been uploaded yet.",
+                        field="postId",
+                    )
+            async with info.context.engine.begin() as conn:
+                row = await post_domain.start_processing(conn=conn, post_id=pk)
+            await enqueue_process_post(info.context.jobs, pk, attempt=1)
+    except DomainError as exc:
+        return PostPayload(errors=[UserError.from_error(exc)])
+    info.context.loaders.post_by_id.prime_rows([row])
+    return PostPayload(post=Post.from_row(row))
+
+
+async def delete_post(info: Info, id: strawberry.ID) -> DeletePayload:
+    viewer_id = info.context.require_viewer()
+    try:
+        pk = payload_pk(id, "Post", "id")
+        async with info.context.engine.begin() as conn:
+            await post_domain.delete_post(conn=conn, post_id=pk, viewer_id=viewer_id)
+    except DomainError as exc:
+        if exc.field == "postId":
+            exc.field = "id"
+        return DeletePayload(errors=[UserError.from_error(exc)])
+    info.context.loaders.post_by_id.clear(pk)
+    info.context.loaders.user_by_id.clear(viewer_id)
+    await enqueue_delete_post_objects(info.context.jobs, pk)
+    return DeletePayload(deleted_id=strawberry.ID(to_global_id("Post", pk)))
