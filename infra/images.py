@@ -331,9 +331,11 @@ def _shrink(image: Image.Image, width: int) -> Image.Image:
     if image.width <= width:
         return image
     height = max(1, round(image.height * width / image.width))
-    # reducing_gap lets Pillow box-reduce by an integer factor first, then run Lanczos on
-    # the remainder: much faster from 12 MP and visually identical.
-    return image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    # reducing_gap: box-reduce by an integer factor first, then Lanczos over a remaining
+    # ratio of at least 1.5x. That is what a JPEG gets from draft() (1/2 scale, then
+    # Lanczos 1.85x for 4000 -> 1080); for a 12 MP PNG it cuts the resize from ~155 ms
+    # to ~60 ms. Pillow's thumbnail() default of 2.0 would not reduce 4000 -> 1080 at all.
+    return image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=1.5)
 
 
 def _square(image: Image.Image, side: int) -> Image.Image:

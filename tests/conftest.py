@@ -31,7 +31,7 @@ from starlette.applications import Starlette
 from app import create_app
 from infra.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from infra.migrate import upgrade_database
-from infra.storage import S3Storage
+from infra.storage import S3Storage, Storage
 from settings import Settings
 from tests.factories import Factory
 from tests.s3_server import moto_server, s3_settings
@@ -87,6 +87,7 @@ class Server:
     app: Starlette
     base_url: str
     settings: Settings
+    worker: Worker | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -96,6 +97,11 @@ class Server:
     @property
     def redis(self) -> Any:
         return self.app.state.redis
+
+    @property
+    def storage(self) -> Storage:
+        storage: Storage = self.app.state.storage
+        return storage
 
 
 @contextlib.asynccontextmanager
@@ -180,7 +186,8 @@ async def media_server_instance(
         await storage.close()
     else:
         base = replace(base, media_root=settings.media_root / "media-server")
-    async with serve(base) as running, run_worker(running.settings):
+    async with serve(base) as running, run_worker(running.settings) as worker:
+        running.worker = worker
         yield running
 
 
