@@ -31,6 +31,8 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 
+from infra.cache import RecordCache
+from infra.feedstore import create_feed_store
 from infra.redis import create_redis
 from infra.security import user_id_from_authorization
 from infra.storage import LocalStorage, create_storage, local_storage_routes
@@ -94,11 +96,13 @@ class GraphQLApp(GraphQL[Context, None]):
             redis=state.redis,
             request_id=request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex,
             viewer_id=viewer_id,
-            loaders=Loaders(state.engine, viewer_id),
+            loaders=Loaders(state.engine, state.cache, viewer_id),
             request=request,
             response=response if isinstance(response, Response) else None,
             storage=state.storage,
             jobs=state.jobs,
+            cache=state.cache,
+            feeds=state.feeds,
         )
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
@@ -110,7 +114,7 @@ class GraphQLApp(GraphQL[Context, None]):
             if viewer_id is None:
                 raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
             context.viewer_id = viewer_id
-            context.loaders = Loaders(context.engine, viewer_id)
+            context.loaders = Loaders(context.engine, context.cache, viewer_id)
         return None
 
 
@@ -186,6 +190,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             app.state.engine = engine
             app.state.redis = redis
             app.state.storage = storage
+            app.state.cache = RecordCache(redis, live.cache_ttl_seconds)
+            app.state.feeds = create_feed_store(redis, live)
             # Lazy like the Redis client: the API starts (and /readyz says 503) while Redis is down.
             app.state.jobs = ArqRedis.from_url(live.redis_url)
             try:

@@ -75,6 +75,13 @@ class Settings:
     sweep_every_seconds: int = 60
     max_processing_attempts: int = 5
     job_timeout_seconds: int = 300
+    # The home feed.
+    feed_cap: int = 800
+    author_posts_cap: int = 200
+    celebrity_follower_threshold: int = 10_000
+    inactive_after_seconds: int = 14 * 24 * 3600
+    fanout_batch_size: int = 1000
+    cache_ttl_seconds: int = 24 * 3600
 
     @property
     def is_production(self) -> bool:
@@ -160,6 +167,12 @@ def load_settings() -> Settings:
         sweep_every_seconds=_env_int("SWEEP_EVERY_SECONDS", 60),
         max_processing_attempts=_env_int("MAX_PROCESSING_ATTEMPTS", 5),
         job_timeout_seconds=_env_int("JOB_TIMEOUT_SECONDS", 300),
+        feed_cap=_env_int("FEED_CAP", 800),
+        author_posts_cap=_env_int("AUTHOR_POSTS_CAP", 200),
+        celebrity_follower_threshold=_env_int("CELEBRITY_FOLLOWER_THRESHOLD", 10_000),
+        inactive_after_seconds=_env_int("INACTIVE_AFTER_SECONDS", 14 * 24 * 3600),
+        fanout_batch_size=_env_int("FANOUT_BATCH_SIZE", 1000),
+        cache_ttl_seconds=_env_int("CACHE_TTL_SECONDS", 24 * 3600),
     )
 
 

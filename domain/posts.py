@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.errors import DomainError, ErrorCode
+from domain.feed import write_fan_out_event
 from infra.images import PHOTO_TYPES, VIDEO_TYPES
 from models import DbRow, Media, Post, PostStatus, User, table_of
 from settings import Settings
@@ -304,6 +305,7 @@ async def mark_ready(
     await conn.execute(
         update(users).where(users.c.id == row.author_id).values(post_count=users.c.post_count + 1)
     )
+    await write_fan_out_event(conn=conn, post_id=post_id, author_id=row.author_id)
     return row
 
 

@@ -102,7 +102,6 @@ _TOO_LONG: Final = f"Videos can be at most {MAX_VIDEO_SECONDS} seconds long."
 _ORIENTATION_TAG: Final = 0x0112
 _SWAPS_AXES: Final = frozenset({5, 6, 7, 8})
 _WHITE: Final = (255, 255, 255)
-_SRGB: Final = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 class MediaRejected(Exception):
@@ -362,14 +361,25 @@ def _apply_icc(image: Image.Image, icc: bytes) -> Image.Image | None:
         return None
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if image.mode == "RGB" and _is_srgb(source):
+            # Most non-Apple cameras tag plain sRGB; converting to itself costs ~20 ms.
+            return None
+        # A fresh sRGB profile per call: LittleCMS profile handles are not safe to share
+        # between threads, and creating one costs ~0.2 ms.
+        srgb = ImageCms.createProfile("sRGB")
         transform = ImageCms.buildTransform(
-            source, _SRGB, image.mode, "RGB", ImageCms.Intent.PERCEPTUAL
+            source, srgb, image.mode, "RGB", ImageCms.Intent.PERCEPTUAL
         )
         return ImageCms.applyTransform(image, transform)
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         # A broken or mismatched profile: show the pixels as if they were sRGB rather
         # than refuse a photo that every browser would display.
         return None
+
+
+def _is_srgb(profile: ImageCms.ImageCmsProfile) -> bool:
+    # Descriptions such as "sRGB IEC61966-2.1" or "sRGB built-in".
+    return ImageCms.getProfileDescription(profile).strip().lower().startswith("srgb")
 
 
 def _encode(size: str, image: Image.Image, fmt: str) -> Rendition:
@@ -387,8 +397,8 @@ def _encode(size: str, image: Image.Image, fmt: str) -> Rendition:
 
 
 def _placeholder(image: Image.Image) -> str:
-    tiny = image.copy()
-    tiny.thumbnail((PLACEHOLDER_SIZE, PLACEHOLDER_SIZE), Image.Resampling.BOX)
+    # BlurHash is pure Python and O(pixels x components): hash a 32 px copy.
+    tiny = ImageOps.contain(image, (PLACEHOLDER_SIZE, PLACEHOLDER_SIZE), Image.Resampling.BOX)
     raw = tiny.tobytes()
     stride = tiny.width * 3
     rows = [
@@ -477,9 +487,19 @@ def _decoded(
     encoder, the disk) propagate unchanged because they happen outside this generator.
     """
     streams = (video, audio) if audio is not None else (video,)
+    damaged = 0
     try:
         for packet in inp.demux(streams):
-            for frame in packet.decode():
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                # Like FFmpeg's CLI, skip a few damaged packets (a recording cut short, a
+                # flipped bit): the decoder resynchronises at the next keyframe.
+                damaged += 1
+                if damaged > _MAX_DAMAGED_PACKETS:
+                    raise MediaRejected(_BAD_VIDEO) from None
+                continue
+            for frame in frames:
                 if isinstance(frame, VideoFrame | AudioFrame):
                     yield frame
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
@@ -527,8 +547,9 @@ class _Transcoder:
         if self._graph is None:
             self._start(frame)
         if not self._poster_final:
+            # Not the first frame: fade-ins make it black too often.
             self._poster = frame
-            self._poster_final = frame.time is None or frame.time >= POSTER_AT_SECONDS
+            self._poster_final = frame.time is None or self.last_time >= POSTER_AT_SECONDS
         assert self._graph is not None
         try:
             self._graph.vpush(frame)
@@ -623,6 +644,7 @@ class _Transcoder:
             self._out.mux(self._video_out.encode(out))
 
 
+_MAX_DAMAGED_PACKETS: Final = 30
 # About 10 s of AAC-sized audio frames decoded before the first picture; a file that
 # carries more than that ahead of its video is not a video we want to buffer for.
 _MAX_EARLY_AUDIO_FRAMES: Final = 500

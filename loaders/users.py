@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from aiodataloader import DataLoader
 from sqlalchemy import any_, select
@@ -8,26 +9,35 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.follows import IDS, followees_among, followers_among
 from domain.users import USER_COLUMNS, users
+from infra.cache import RecordCache
 from loaders.posts import MediaByPostIdLoader, PostByIdLoader
-from models import DbRow
 
 
-class UserByIdLoader(DataLoader[int, DbRow | None]):
-    """Users by id, in key order, None for a missing id: one statement per batch."""
+class UserByIdLoader(DataLoader[int, Any]):
+    """Users by id, in key order, None for a missing id: Redis first (one MGET), then
+    one statement for the misses, which are cached for the next request."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, cache: RecordCache) -> None:
         super().__init__()
         self.engine = engine
+        self.records = cache
 
-    async def batch_load_fn(self, keys: list[int]) -> list[DbRow | None]:
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(*USER_COLUMNS).where(users.c.id == any_(IDS)), {"ids": keys}
-            )
-            by_id = {row.id: row for row in rows}
-        return [by_id.get(key) for key in keys]
+    async def batch_load_fn(self, keys: list[int]) -> list[Any]:
+        found: dict[int, Any] = dict(await self.records.get_users(keys))
+        missing = [key for key in keys if key not in found]
+        if missing:
+            async with self.engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        select(*USER_COLUMNS).where(users.c.id == any_(IDS)), {"ids": missing}
+                    )
+                ).all()
+            found.update({row.id: row for row in rows})
+            if rows:
+                await self.records.put_users(rows)
+        return [found.get(key) for key in keys]
 
-    def prime_rows(self, rows: Iterable[DbRow]) -> None:
+    def prime_rows(self, rows: Iterable[Any]) -> None:
         """Seed the cache with rows another statement already fetched (a page join)."""
         for row in rows:
             self.clear(row.id).prime(row.id, row)
@@ -68,11 +78,11 @@ class FollowsViewerLoader(DataLoader[int, bool]):
 class Loaders:
     """Every loader of one request (or one WebSocket operation)."""
 
-    def __init__(self, engine: AsyncEngine, viewer_id: int | None) -> None:
-        self.user_by_id = UserByIdLoader(engine)
+    def __init__(self, engine: AsyncEngine, cache: RecordCache, viewer_id: int | None) -> None:
+        self.user_by_id = UserByIdLoader(engine, cache)
         self.followed_by_viewer = FollowedByViewerLoader(engine, viewer_id)
         self.follows_viewer = FollowsViewerLoader(engine, viewer_id)
-        self.post_by_id = PostByIdLoader(engine)
+        self.post_by_id = PostByIdLoader(engine, cache)
         self.media_by_post_id = MediaByPostIdLoader(engine)
 
     def forget_follow_state(self, user_id: int) -> None:

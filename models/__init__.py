@@ -7,6 +7,7 @@ several times faster than ORM sessions (see ../shared/FACTS.md).
 
 from models.base import Base, DbRow, create_engine, table_of
 from models.follows import Block, Follow, FollowRequest
+from models.outbox import OutboxEvent
 from models.posts import Media, Post, PostStatus
 from models.users import User
 
@@ -17,6 +18,7 @@ __all__ = [
     "Follow",
     "FollowRequest",
     "Media",
+    "OutboxEvent",
     "Post",
     "PostStatus",
     "User",

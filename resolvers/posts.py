@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import strawberry
 from sqlalchemy import select
@@ -10,7 +11,7 @@ from sqlalchemy import select
 from domain import posts as post_domain
 from domain.errors import DomainError, ErrorCode
 from infra.ids import to_global_id
-from models import DbRow, PostStatus, table_of
+from models import PostStatus, table_of
 from models.posts import Media as MediaModel
 from resolvers.common import payload_pk, query_pk, register_node
 from schema.context import Info
@@ -29,14 +30,16 @@ from workers.jobs import enqueue_delete_post_objects, enqueue_process_post
 log = logging.getLogger(__name__)
 
 
-def visible(row: DbRow | None, viewer_id: int | None) -> bool:
+def visible(row: Any, viewer_id: int | None) -> bool:
     """Others see READY posts only; the author sees every state of their own."""
     return row is not None and (row.status == PostStatus.READY or row.author_id == viewer_id)
 
 
 async def load_post(info: Info, post_id: int) -> Post | None:
-    row = await info.context.loaders.post_by_id.load(post_id)
-    return Post.from_row(row) if row is not None and visible(row, info.context.viewer_id) else None
+    record = await info.context.loaders.post_by_id.load(post_id)
+    if record is None or not visible(record.post, info.context.viewer_id):
+        return None
+    return Post.from_row(record.post, record.media)
 
 
 async def load_media(info: Info, media_id: int) -> Media | None:
@@ -45,10 +48,10 @@ async def load_media(info: Info, media_id: int) -> Media | None:
         row = (await conn.execute(select(media).where(media.c.id == media_id))).one_or_none()
     if row is None:
         return None
-    post = await info.context.loaders.post_by_id.load(row.post_id)
-    if post is None or not visible(post, info.context.viewer_id):
+    record = await info.context.loaders.post_by_id.load(row.post_id)
+    if record is None or not visible(record.post, info.context.viewer_id):
         return None
-    return Media.from_row(row, ready=post.status == PostStatus.READY)
+    return Media.from_row(row, ready=record.post.status == PostStatus.READY)
 
 
 register_node("Post", load_post)
@@ -155,6 +158,11 @@ async def delete_post(info: Info, id: strawberry.ID) -> DeletePayload:
         if exc.field == "postId":
             exc.field = "id"
         return DeletePayload(errors=[UserError.from_error(exc)])
+    # Gone from every view at once: the cached copy becomes a tombstone, and feeds
+    # that still hold the id drop it when they hydrate.
+    await info.context.cache.bury_post(pk)
+    await info.context.cache.forget_users([viewer_id])
+    await info.context.feeds.remove_post(viewer_id, pk)
     info.context.loaders.post_by_id.clear(pk)
     info.context.loaders.user_by_id.clear(viewer_id)
     await enqueue_delete_post_objects(info.context.jobs, pk)

@@ -115,6 +115,7 @@ async def update_profile(
         return UserPayload(errors=[UserError.from_error(exc)])
     if row is None:  # the account was deleted while the token lived
         return UserPayload(errors=[UserError(message="No such user.", code=ErrorCode.NOT_FOUND)])
+    await info.context.cache.forget_users([viewer_id])
     info.context.loaders.user_by_id.prime_rows([row])
     return UserPayload(user=User.from_row(row))
 
@@ -132,6 +133,7 @@ async def _change_graph(info: Info, user_id: strawberry.ID, change: GraphChange)
             await change(conn=conn, viewer_id=viewer_id, target_id=target_id)
     except DomainError as exc:
         return UserPayload(errors=[UserError.from_error(exc)])
+    await info.context.cache.forget_users([viewer_id, target_id])
     loaders = info.context.loaders
     loaders.forget_follow_state(target_id)
     loaders.user_by_id.clear(viewer_id)

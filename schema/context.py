@@ -14,6 +14,8 @@ from starlette.websockets import WebSocket
 from strawberry.permission import BasePermission
 from strawberry.types import Info as StrawberryInfo
 
+from infra.cache import RecordCache
+from infra.feedstore import FeedStore
 from infra.storage import Storage
 from loaders import Loaders
 from schema.errors import ApiError, ErrorCode
@@ -27,6 +29,8 @@ class Context:
     redis: Redis
     storage: Storage
     jobs: ArqRedis
+    cache: RecordCache
+    feeds: FeedStore
     request_id: str
     viewer_id: int | None
     loaders: Loaders

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
 import strawberry
 
@@ -53,7 +54,7 @@ class ImageFormat(Enum):
 
 @strawberry.type(description="One photo or video of a post.")
 class Media(Node):
-    row: strawberry.Private[DbRow]
+    row: strawberry.Private[Any]
     ready: strawberry.Private[bool]
     id: strawberry.ID = strawberry.field(description="The media item's global ID.")
     kind: MediaKind = strawberry.field(description="Photo or video.")
@@ -65,7 +66,7 @@ class Media(Node):
     duration_seconds: float | None = strawberry.field(description="Length of a video.")
 
     @classmethod
-    def from_row(cls, row: DbRow, *, ready: bool) -> Media:
+    def from_row(cls, row: Any, *, ready: bool) -> Media:
         return cls(
             row=row,
             ready=ready,
@@ -98,8 +99,9 @@ class Media(Node):
 
 @strawberry.type(description="A photo or video post with its caption.")
 class Post(Node):
-    row: strawberry.Private[DbRow]
+    row: strawberry.Private[Any]
     pk: strawberry.Private[int]
+    media_rows: strawberry.Private[list[Any] | None]
     id: strawberry.ID = strawberry.field(description="The post's global ID.")
     caption: str | None = strawberry.field(description="Text under the media.")
     hashtags: list[str] = strawberry.field(description="Hashtags of the caption, lower-cased.")
@@ -107,10 +109,11 @@ class Post(Node):
     status: PostStatus = strawberry.field(description="Where the post is in its life.")
 
     @classmethod
-    def from_row(cls, row: DbRow) -> Post:
+    def from_row(cls, row: Any, media: list[Any] | None = None) -> Post:
         return cls(
             row=row,
             pk=row.id,
+            media_rows=media,
             id=strawberry.ID(to_global_id("Post", row.id)),
             caption=row.caption,
             hashtags=list(row.hashtags),
@@ -131,7 +134,9 @@ class Post(Node):
 
     @strawberry.field(description="1 to 10 items, in the order given at creation.")
     async def media(self, info: Info) -> list[Media]:
-        rows = await info.context.loaders.media_by_post_id.load(self.pk)
+        rows = self.media_rows
+        if rows is None:
+            rows = await info.context.loaders.media_by_post_id.load(self.pk)
         ready = self.row.status == PostStatusValues.READY
         return [Media.from_row(row, ready=ready) for row in rows]
 

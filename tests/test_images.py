@@ -296,6 +296,47 @@ def test_small_images_are_not_upscaled(tmp_path: Path, size: tuple[int, int], th
         assert reopen(rendition).size == expected
 
 
+def test_wide_panorama_thumb_is_cut_from_the_decoded_image(tmp_path: Path) -> None:
+    # 8:1: FULL is 1080x135 and FEED 640x80, both too short for a 150 px THUMB.
+    source = tmp_path / "panorama.jpg"
+    gradient(2400, 300).save(source, quality=90)
+
+    sizes = {(r.size, r.format): (r.width, r.height) for r in render_photo(source).renditions}
+
+    assert sizes[("FULL", "JPEG")] == (1080, 135)
+    assert sizes[("FEED", "WEBP")] == (640, 80)
+    assert sizes[("THUMB", "JPEG")] == sizes[("THUMB", "WEBP")] == (150, 150)
+
+
+def test_colour_profile_is_converted_then_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pillow can only build sRGB/LAB/XYZ profiles; renaming the sRGB one makes it a
+    # "foreign" RGB profile that must be converted (to the same colours) rather than
+    # skipped as sRGB.
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    foreign = srgb.replace("sRGB built-in".encode("utf-16-be"), "Test RGB v1.0".encode("utf-16-be"))
+    assert foreign != srgb
+    applied: list[str] = []
+    real_apply = ImageCms.applyTransform
+
+    def spy(image: Image.Image, transform: ImageCms.ImageCmsTransform) -> Image.Image | None:
+        applied.append(image.mode)
+        return real_apply(image, transform)
+
+    monkeypatch.setattr(ImageCms, "applyTransform", spy)
+    source = tmp_path / "tagged.jpg"
+    Image.new("RGB", (1600, 1200), (200, 120, 40)).save(source, quality=95, icc_profile=foreign)
+
+    result = render_photo(source)
+
+    assert applied == ["RGB"]
+    for rendition in result.renditions:
+        image = reopen(rendition)
+        assert "icc_profile" not in image.info
+        assert is_close(image.getpixel((10, 10)), (200, 120, 40), tolerance=6)
+
+
 def test_png_declared_as_jpeg_is_handled_as_png(tmp_path: Path) -> None:
     source = tmp_path / "looks-like.jpg"
     gradient(300, 200).save(source, format="PNG")
@@ -461,6 +502,23 @@ def test_quicktime_and_webm_are_transcoded_to_mp4(
     with av.open(str(result.mp4_path)) as out:
         assert out.streams.video[0].codec_context.name == "h264"
         assert out.streams.audio[0].codec_context.name == "aac"
+
+
+def test_a_few_damaged_packets_are_skipped(tmp_path: Path) -> None:
+    source = tmp_path / "damaged.mp4"
+    make_video(source, size=(160, 120), seconds=1.0, audio=False)
+    with av.open(str(source)) as clip:
+        offsets = [p.pos for p in clip.demux(clip.streams.video[0]) if p.size and p.pos]
+    data = bytearray(source.read_bytes())
+    for offset in offsets[1::4]:
+        data[offset] ^= 0xFF  # garble the NAL length prefix: the decoder refuses the packet
+    source.write_bytes(bytes(data))
+
+    result = render_video(source, tmp_path)
+
+    assert result.duration_seconds == pytest.approx(1.0, abs=0.1)
+    with av.open(str(result.mp4_path)) as out:
+        assert 0 < out.streams.video[0].frames < 25
 
 
 def test_corrupt_video_is_rejected(tmp_path: Path) -> None:

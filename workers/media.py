@@ -33,6 +33,7 @@ from infra.images import (
 from infra.storage import Storage
 from models import DbRow, PostStatus
 from settings import Settings
+from workers.feed import kick_relay
 from workers.jobs import enqueue_process_post
 
 log = logging.getLogger("instagraph.worker.media")
@@ -144,7 +145,11 @@ async def process_post(ctx: dict[str, Any], post_id: int) -> str:
         raise Retry(defer=2 ** ctx["job_try"]) from exc
     async with engine.begin() as conn:
         ready = await post_domain.mark_ready(conn=conn, post_id=post_id, outcomes=outcomes)
-    return "ready" if ready is not None else "skipped"
+    if ready is None:
+        return "skipped"
+    await ctx["cache"].forget_users([ready.author_id])  # its post count moved
+    await kick_relay(ctx)
+    return "ready"
 
 
 async def delete_post_objects(ctx: dict[str, Any], post_id: int) -> None:

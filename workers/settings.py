@@ -14,10 +14,13 @@ from arq.connections import RedisSettings
 from arq.cron import CronJob
 from arq.worker import Function
 
+from infra.cache import RecordCache
+from infra.feedstore import create_feed_store
 from infra.redis import create_redis
 from infra.storage import create_storage
 from models import create_engine
 from settings import Settings, get_settings
+from workers.feed import backfill_author, fan_out_post, relay_outbox
 from workers.media import delete_post_objects, process_post, sweep_posts
 
 log = logging.getLogger("instagraph.worker")
@@ -31,6 +34,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["engine"] = create_engine(settings)
     ctx["redis_app"] = create_redis(settings.redis_url)
     ctx["storage"] = create_storage(settings)
+    ctx["cache"] = RecordCache(ctx["redis_app"], settings.cache_ttl_seconds)
+    ctx["feeds"] = create_feed_store(ctx["redis_app"], settings)
     ctx["cpu_slots"] = asyncio.Semaphore(os.cpu_count() or 1)
     ctx["max_tries"] = MAX_TRIES
     ctx["worker_name"] = f"{socket.gethostname()}:{os.getpid()}"
@@ -57,6 +62,8 @@ def functions(settings: Settings) -> list[Function]:
         # A killed worker's job re-runs after its timeout: keep it tight (FACTS.md).
         func(process_post, timeout=settings.job_timeout_seconds, max_tries=MAX_TRIES),
         func(delete_post_objects, timeout=120, max_tries=MAX_TRIES),
+        func(fan_out_post, timeout=600, max_tries=MAX_TRIES),
+        func(backfill_author, timeout=600, max_tries=MAX_TRIES),
     ]
 
 
@@ -66,6 +73,8 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
         cron(heartbeat, second={0, 30}, run_at_startup=True, unique=False),
         # At startup too: a worker that replaces a killed one finishes its posts at once.
         cron(sweep_posts, second=set(range(0, 60, every)), run_at_startup=True, timeout=120),
+        # The safety net behind the relay kicked after each READY commit.
+        cron(relay_outbox, second=set(range(60)), run_at_startup=True, unique=True, timeout=30),
     ]
 
 

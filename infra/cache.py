@@ -1,0 +1,90 @@
+"""Read-through caches of users and READY posts in Redis, in front of PostgreSQL.
+
+Values are orjson blobs of the row (a post's blob carries its media), decoded into
+`Record`s that read like SQLAlchemy rows (`record.id`). A deleted post leaves a
+tombstone for the TTL, and fills use SET NX, so a reader that raced the delete
+cannot put the old row back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+TOMBSTONE = b"-"
+_DATETIMES = ("created_at", "status_changed_at", "deleted_at")
+
+
+class Record(SimpleNamespace):
+    """A row decoded from the cache; attribute access like a SQLAlchemy Row."""
+
+
+def as_dict(row: Any) -> dict[str, Any]:
+    mapping = getattr(row, "_mapping", None)
+    return dict(mapping) if mapping is not None else dict(vars(row))
+
+
+def _decode(values: dict[str, Any]) -> Record:
+    for name in _DATETIMES:
+        if isinstance(values.get(name), str):
+            values[name] = datetime.fromisoformat(values[name])
+    return Record(**values)
+
+
+def user_key(user_id: int) -> str:
+    return f"user:{user_id}"
+
+
+def post_key(post_id: int) -> str:
+    return f"post:{post_id}"
+
+
+class RecordCache:
+    def __init__(self, redis: Redis, ttl_seconds: int) -> None:
+        self.redis = redis
+        self.ttl = ttl_seconds
+
+    async def get_users(self, user_ids: Sequence[int]) -> dict[int, Record]:
+        blobs = await self.redis.mget([user_key(i) for i in user_ids])
+        return {i: _decode(orjson.loads(b)) for i, b in zip(user_ids, blobs, strict=True) if b}
+
+    async def put_users(self, rows: Iterable[Any]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for row in rows:
+            pipe.set(user_key(row.id), orjson.dumps(as_dict(row)), ex=self.ttl)
+        await pipe.execute()
+
+    async def forget_users(self, user_ids: Iterable[int]) -> None:
+        keys = [user_key(i) for i in user_ids]
+        if keys:
+            await self.redis.delete(*keys)
+
+    async def get_posts(
+        self, post_ids: Sequence[int]
+    ) -> tuple[dict[int, tuple[Record, list[Record]]], set[int]]:
+        """Cached posts with their media, and the ids known to be deleted."""
+        blobs = await self.redis.mget([post_key(i) for i in post_ids])
+        found: dict[int, tuple[Record, list[Record]]] = {}
+        deleted: set[int] = set()
+        for post_id, blob in zip(post_ids, blobs, strict=True):
+            if blob == TOMBSTONE:
+                deleted.add(post_id)
+            elif blob:
+                value = orjson.loads(blob)
+                found[post_id] = (_decode(value["post"]), [_decode(m) for m in value["media"]])
+        return found, deleted
+
+    async def put_posts(self, posts: Iterable[tuple[Any, list[Any]]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for post, media in posts:
+            blob = orjson.dumps({"post": as_dict(post), "media": [as_dict(m) for m in media]})
+            pipe.set(post_key(post.id), blob, ex=self.ttl, nx=True)
+        await pipe.execute()
+
+    async def bury_post(self, post_id: int) -> None:
+        await self.redis.set(post_key(post_id), TOMBSTONE, ex=self.ttl)
