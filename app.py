@@ -33,6 +33,7 @@ from strawberry.exceptions import ConnectionRejectionError
 
 from infra.cache import RecordCache
 from infra.feedstore import create_feed_store
+from infra.pubsub import PubSubHub
 from infra.redis import create_redis
 from infra.security import user_id_from_authorization
 from infra.storage import LocalStorage, create_storage, local_storage_routes
@@ -103,6 +104,7 @@ class GraphQLApp(GraphQL[Context, None]):
             jobs=state.jobs,
             cache=state.cache,
             feeds=state.feeds,
+            pubsub=state.pubsub,
         )
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
@@ -192,11 +194,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             app.state.storage = storage
             app.state.cache = RecordCache(redis, live.cache_ttl_seconds)
             app.state.feeds = create_feed_store(redis, live)
+            app.state.pubsub = PubSubHub(redis)
             # Lazy like the Redis client: the API starts (and /readyz says 503) while Redis is down.
             app.state.jobs = ArqRedis.from_url(live.redis_url)
             try:
                 yield
             finally:
+                await app.state.pubsub.close()
                 await app.state.jobs.aclose()
                 await storage.close()
                 await redis.aclose()

@@ -27,8 +27,9 @@ IDS = bindparam("ids", type_=ARRAY(BigInteger))
 
 
 class FollowOutcome(Enum):
-    FOLLOWING = "following"
-    REQUESTED = "requested"
+    FOLLOWED = "followed"  # a new edge
+    FOLLOWING = "following"  # the edge was already there
+    REQUESTED = "requested"  # a private account: a request was filed
 
 
 async def _adjust_counts(
@@ -94,8 +95,8 @@ async def follow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> Fo
             .on_conflict_do_nothing()
         )
         return FollowOutcome.REQUESTED
-    await add_follow(conn=conn, follower_id=viewer_id, followee_id=target_id)
-    return FollowOutcome.FOLLOWING
+    added = await add_follow(conn=conn, follower_id=viewer_id, followee_id=target_id)
+    return FollowOutcome.FOLLOWED if added else FollowOutcome.FOLLOWING
 
 
 async def remove_follow(*, conn: AsyncConnection, follower_id: int, followee_id: int) -> bool:
@@ -145,7 +146,7 @@ async def decline_request(*, conn: AsyncConnection, viewer_id: int, requester_id
         raise DomainError(ErrorCode.NOT_FOUND, "No pending request from this user.", field="userId")
 
 
-async def block(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> None:
+async def block(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> tuple[bool, bool]:
     """Block a user: both follow edges and pending requests go. Idempotent."""
     if viewer_id == target_id:
         raise DomainError(ErrorCode.INVALID_INPUT, "You cannot block yourself.", field="userId")
@@ -155,8 +156,8 @@ async def block(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> Non
     await conn.execute(
         insert(blocks).values(blocker_id=viewer_id, blocked_id=target_id).on_conflict_do_nothing()
     )
-    await remove_follow(conn=conn, follower_id=viewer_id, followee_id=target_id)
-    await remove_follow(conn=conn, follower_id=target_id, followee_id=viewer_id)
+    removed_out = await remove_follow(conn=conn, follower_id=viewer_id, followee_id=target_id)
+    removed_in = await remove_follow(conn=conn, follower_id=target_id, followee_id=viewer_id)
     await conn.execute(
         delete(requests).where(
             or_(
@@ -165,6 +166,7 @@ async def block(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> Non
             )
         )
     )
+    return removed_out, removed_in
 
 
 async def unblock(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> None:

@@ -7,9 +7,11 @@ from collections.abc import Awaitable, Callable
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain import feed as feed_domain
 from domain import follows as follow_domain
 from domain import users as user_domain
 from domain.errors import DomainError, ErrorCode
+from domain.follows import FollowOutcome
 from infra.security import hash_password, issue_token, verify_password
 from models import DbRow
 from resolvers.common import payload_pk, register_node
@@ -120,40 +122,96 @@ async def update_profile(
     return UserPayload(user=User.from_row(row))
 
 
-GraphChange = Callable[..., Awaitable[object]]
+# An edge that really changed: (follower, followee, added).
+EdgeChange = tuple[int, int, bool]
+GraphChange = Callable[..., Awaitable[list[EdgeChange]]]
 
 
 async def _change_graph(info: Info, user_id: strawberry.ID, change: GraphChange) -> UserPayload:
     """The shape every follow-graph mutation shares: parse the target, change the edge
-    in one transaction, then answer with the target as it is now."""
+    in one transaction, bring caches and feeds in line, then answer with the target
+    as it is now."""
     viewer_id = info.context.require_viewer()
     try:
         target_id = payload_pk(user_id, "User", "userId")
         async with info.context.engine.begin() as conn:
-            await change(conn=conn, viewer_id=viewer_id, target_id=target_id)
+            changes = await change(conn=conn, viewer_id=viewer_id, target_id=target_id)
     except DomainError as exc:
         return UserPayload(errors=[UserError.from_error(exc)])
     await info.context.cache.forget_users([viewer_id, target_id])
     loaders = info.context.loaders
     loaders.forget_follow_state(target_id)
     loaders.user_by_id.clear(viewer_id)
+    for follower_id, followee_id, added in changes:
+        await _update_feed(info, follower_id, followee_id, added=added)
     return UserPayload(user=await load_user(info, target_id))
 
 
+async def _update_feed(info: Info, follower_id: int, followee_id: int, *, added: bool) -> None:
+    """Follow backfills the followee's recent posts into the follower's feed; unfollow
+    takes them out. A followee crossing the celebrity threshold stales every cached
+    celebrity list, and one falling below it gets its recent posts pushed to followers
+    (readers stop pulling them)."""
+    context = info.context
+    settings = context.settings
+    async with context.engine.connect() as conn:
+        recent = await feed_domain.recent_post_ids(
+            conn=conn, author_id=followee_id, limit=settings.feed_cap
+        )
+    if added:
+        await context.feeds.merge_into(follower_id, recent)
+    else:
+        await context.feeds.remove_from_feed(follower_id, recent)
+    await context.feeds.forget_celebrities(follower_id)
+    row = await context.loaders.user_by_id.load(followee_id)
+    threshold = settings.celebrity_follower_threshold
+    if row is not None and row.follower_count == (threshold if added else threshold - 1):
+        await context.feeds.bump_celebrity_epoch()
+        if not added:
+            await context.jobs.enqueue_job("backfill_author", followee_id)
+
+
+async def _follow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:
+    outcome = await follow_domain.follow(conn=conn, viewer_id=viewer_id, target_id=target_id)
+    return [(viewer_id, target_id, True)] if outcome is FollowOutcome.FOLLOWED else []
+
+
+async def _unfollow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:
+    removed = await follow_domain.unfollow(conn=conn, viewer_id=viewer_id, target_id=target_id)
+    return [(viewer_id, target_id, False)] if removed else []
+
+
+async def _approve(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:
+    added = await follow_domain.approve_request(
+        conn=conn, viewer_id=viewer_id, requester_id=target_id
+    )
+    return [(target_id, viewer_id, True)] if added else []
+
+
+async def _decline(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:
+    await follow_domain.decline_request(conn=conn, viewer_id=viewer_id, requester_id=target_id)
+    return []
+
+
+async def _block(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:
+    out, back = await follow_domain.block(conn=conn, viewer_id=viewer_id, target_id=target_id)
+    return [
+        *([(viewer_id, target_id, False)] if out else []),
+        *([(target_id, viewer_id, False)] if back else []),
+    ]
+
+
+async def _unblock(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:
+    await follow_domain.unblock(conn=conn, viewer_id=viewer_id, target_id=target_id)
+    return []
+
+
 async def follow(info: Info, user_id: strawberry.ID) -> UserPayload:
-    return await _change_graph(info, user_id, follow_domain.follow)
+    return await _change_graph(info, user_id, _follow)
 
 
 async def unfollow(info: Info, user_id: strawberry.ID) -> UserPayload:
-    return await _change_graph(info, user_id, follow_domain.unfollow)
-
-
-async def _approve(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> None:
-    await follow_domain.approve_request(conn=conn, viewer_id=viewer_id, requester_id=target_id)
-
-
-async def _decline(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> None:
-    await follow_domain.decline_request(conn=conn, viewer_id=viewer_id, requester_id=target_id)
+    return await _change_graph(info, user_id, _unfollow)
 
 
 async def approve_follow_request(info: Info, user_id: strawberry.ID) -> UserPayload:
@@ -165,8 +223,8 @@ async def decline_follow_request(info: Info, user_id: strawberry.ID) -> UserPayl
 
 
 async def block(info: Info, user_id: strawberry.ID) -> UserPayload:
-    return await _change_graph(info, user_id, follow_domain.block)
+    return await _change_graph(info, user_id, _block)
 
 
 async def unblock(info: Info, user_id: strawberry.ID) -> UserPayload:
-    return await _change_graph(info, user_id, follow_domain.unblock)
+    return await _change_graph(info, user_id, _unblock)

@@ -27,12 +27,20 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from resolvers import common as common_resolvers
+from resolvers import feed as feed_resolvers
 from resolvers import posts as post_resolvers
 from resolvers import users as user_resolvers
 from schema.common import Node, scalar_map
 from schema.context import IsAuthenticated
 from schema.errors import ErrorCode
-from schema.posts import CreatePostPayload, DeletePayload, Media, Post, PostPayload
+from schema.posts import (
+    CreatePostPayload,
+    DeletePayload,
+    Media,
+    Post,
+    PostConnection,
+    PostPayload,
+)
 from schema.users import AuthPayload, User, UserPayload
 from settings import Settings
 
@@ -58,6 +66,14 @@ class Query:
     post: Post | None = strawberry.field(
         resolver=post_resolvers.post,
         description="A post by ID: READY ones for everyone, any state for its author.",
+    )
+    feed: PostConnection = strawberry.field(
+        resolver=feed_resolvers.feed,
+        permission_classes=auth,
+        description=(
+            "The viewer's home feed: READY posts by accounts they follow and their own, "
+            "newest first."
+        ),
     )
     search_users: list[User] = strawberry.field(
         resolver=user_resolvers.search_users,
@@ -124,6 +140,15 @@ class Mutation:
     )
 
 
+@strawberry.type(description="Live updates over WebSocket (graphql-transport-ws).")
+class Subscription:
+    feed_item_added: Post = strawberry.subscription(  # type: ignore[assignment]  # Strawberry declares a subscription by its item type
+        resolver=feed_resolvers.feed_item_added,
+        permission_classes=auth,
+        description="READY posts entering the viewer's home feed, as they arrive.",
+    )
+
+
 _TOO_COMPLEX = re.compile(
     r"exceeds maximum operation depth|aliases found\. Allowed|more than \d+ tokens", re.I
 )
@@ -183,6 +208,7 @@ def create_schema(settings: Settings) -> InstagraphSchema:
     return InstagraphSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         types=[User, Post, Media],
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),

@@ -16,6 +16,7 @@ from strawberry.types import Info as StrawberryInfo
 
 from infra.cache import RecordCache
 from infra.feedstore import FeedStore
+from infra.pubsub import PubSubHub
 from infra.storage import Storage
 from loaders import Loaders
 from schema.errors import ApiError, ErrorCode
@@ -31,6 +32,7 @@ class Context:
     jobs: ArqRedis
     cache: RecordCache
     feeds: FeedStore
+    pubsub: PubSubHub
     request_id: str
     viewer_id: int | None
     loaders: Loaders

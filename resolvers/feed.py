@@ -1,0 +1,122 @@
+"""The home feed: ids from Redis (plus the celebrity pull), PostgreSQL past the cap or
+when Redis lost the feed, hydrated in one batch per type by the loaders."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncGenerator
+
+from domain import feed as feed_domain
+from infra.feedstore import FeedPage, author_channel, user_channel
+from infra.ids import encode_cursor
+from infra.pubsub import PubSubHub
+from loaders import Loaders
+from models import PostStatus
+from schema.common import PageInfo, check_page_size, parse_cursor
+from schema.context import Info
+from schema.posts import Post, PostConnection, PostEdge
+
+# Extra ids read per page, so a few deleted posts do not leave the page short.
+SLACK = 5
+REBUILD_WAIT_SECONDS = 2.0
+
+
+async def _celebrities(info: Info, viewer_id: int, page: FeedPage | None) -> list[int]:
+    if page is not None and page.celebrities is not None:
+        return page.celebrities
+    async with info.context.engine.connect() as conn:
+        celebrities = await feed_domain.celebrity_followees(
+            conn=conn,
+            viewer_id=viewer_id,
+            threshold=info.context.settings.celebrity_follower_threshold,
+        )
+    await info.context.feeds.store_celebrities(viewer_id, celebrities)
+    return celebrities
+
+
+async def _rebuild(info: Info, viewer_id: int, below: int | None, count: int) -> FeedPage:
+    """Rebuild a missing feed from PostgreSQL and write it back, once per viewer at a
+    time: concurrent requests wait for the rebuild instead of repeating it."""
+    feeds = info.context.feeds
+    cap = info.context.settings.feed_cap
+    if await feeds.lock_rebuild(viewer_id, uuid.uuid4().hex):
+        try:
+            async with info.context.engine.connect() as conn:
+                ids = await feed_domain.home_feed_ids(
+                    conn=conn, viewer_id=viewer_id, below=None, limit=cap + 1
+                )
+            await feeds.write_rebuilt(viewer_id, ids[:cap], truncated=len(ids) > cap)
+        finally:
+            await feeds.unlock_rebuild(viewer_id)
+        return await feeds.read(viewer_id, below=below, count=count)
+    deadline = asyncio.get_running_loop().time() + REBUILD_WAIT_SECONDS
+    while asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+        page = await feeds.read(viewer_id, below=below, count=count)
+        if page.maintained:
+            return page
+    # The other rebuild is slow or died: answer from PostgreSQL without writing.
+    async with info.context.engine.connect() as conn:
+        ids = await feed_domain.home_feed_ids(
+            conn=conn, viewer_id=viewer_id, below=below, limit=count
+        )
+    return FeedPage(maintained=True, truncated=True, ids=ids, celebrities=None)
+
+
+async def feed(info: Info, first: int | None = 20, after: str | None = None) -> PostConnection:
+    viewer_id = info.context.require_viewer()
+    size = check_page_size(first)
+    cursor = parse_cursor(after, 2)
+    below = cursor[1] if cursor else None
+    want = size + 1 + SLACK
+    feeds = info.context.feeds
+
+    page = await feeds.read(viewer_id, below=below, count=want)
+    if not page.maintained:
+        page = await _rebuild(info, viewer_id, below, want)
+    celebrities = await _celebrities(info, viewer_id, page)
+    pulled = await feeds.author_posts(celebrities, below=below, count=want)
+    ids = sorted(set(page.ids) | set(pulled), reverse=True)[:want]
+    if len(ids) < want and page.truncated:
+        # Past what Redis holds: continue seamlessly from PostgreSQL.
+        floor = min(ids) if ids else below
+        async with info.context.engine.connect() as conn:
+            ids += await feed_domain.home_feed_ids(
+                conn=conn, viewer_id=viewer_id, below=floor, limit=want - len(ids)
+            )
+
+    records = await info.context.loaders.post_by_id.load_many(ids)
+    shown = [r for r in records if r is not None and r.post.status == PostStatus.READY]
+    gone = [i for i, r in zip(ids, records, strict=True) if r is None]
+    if gone:  # deleted after fan-out: drop the stale ids from the viewer's feed
+        await feeds.remove_from_feed(viewer_id, gone)
+    edges = [
+        PostEdge(cursor=encode_cursor(r.post.id, r.post.id), node=Post.from_row(r.post, r.media))
+        for r in shown[:size]
+    ]
+    return PostConnection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=len(shown) > size or (len(ids) == want and len(shown) < len(ids)),
+            has_previous_page=cursor is not None,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+    )
+
+
+async def feed_item_added(info: Info) -> AsyncGenerator[Post, None]:
+    """READY posts entering the viewer's feed, live: the viewer's own channel (fan-out
+    publishes there while the viewer is present) and the channels of followed celebrities."""
+    context = info.context
+    viewer_id = context.require_viewer()
+    celebrities = await _celebrities(info, viewer_id, None)
+    channels = [user_channel(viewer_id), *(author_channel(c) for c in celebrities)]
+    hub: PubSubHub = context.pubsub
+    async for message in hub.listen(channels, presence_user=viewer_id):
+        # Fresh loaders per event: a long-lived subscription must not serve stale rows.
+        context.loaders = Loaders(context.engine, context.cache, viewer_id)
+        record = await context.loaders.post_by_id.load(int(message))
+        if record is not None and record.post.status == PostStatus.READY:
+            yield Post.from_row(record.post, record.media)
