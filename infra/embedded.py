@@ -145,9 +145,10 @@ class EmbeddedRedis:
             args += ["--appendonly", "no", "--save", ""]
         return args
 
-    def start(self, timeout: float = 10.0) -> Self:
+    def start(self, timeout: float = 10.0, port: int | None = None) -> Self:
+        """Start on `port` (a restart on the same address), or on a free one."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self._proc = subprocess.Popen(  # noqa: S603 - a fixed argv, no shell
             self._command(), preexec_fn=die_with_parent, stdin=subprocess.DEVNULL
         )
@@ -181,6 +182,10 @@ class EmbeddedRedis:
                 proc.wait()
         if not self.persistent:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def wipe(self) -> None:
+        """Delete the data directory (after stop, for a persistent instance)."""
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -147,7 +147,8 @@ class FeedStore:
         pipe = self.redis.pipeline(transaction=False)
         pipe.zscore(feed_key(viewer_id), SENTINEL)
         pipe.exists(seen_key(viewer_id))
-        pipe.zrevrangebyscore(feed_key(viewer_id), high, "(0", start=0, num=count)
+        # Scores above 1 only: the sentinel's score is 0 or 1, a post id is far larger.
+        pipe.zrevrangebyscore(feed_key(viewer_id), high, "(1", start=0, num=count)
         pipe.get(celebs_key(viewer_id))
         pipe.get(CELEB_EPOCH_KEY)
         pipe.expire(seen_key(viewer_id), self.inactive_after)

@@ -21,9 +21,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base
 
-# Time-ordered 64-bit ids (Instagram's scheme): milliseconds since 2025-01-01 in the
-# high 41 bits, a per-database sequence in the low 23. Ids sort by creation time,
-# so the feed scores and pages by id alone. Defined in migration 0002.
+# Time-ordered ids (Instagram's scheme, narrowed to 53 bits): milliseconds since
+# 2025-01-01 in the high 41 bits, a per-database sequence in the low 12. Ids sort by
+# creation time and are exact as Redis scores (doubles), so the feed scores and pages
+# by id alone. Defined in migration 0002.
 SNOWFLAKE_DEFAULT = text("next_snowflake()")
 
 

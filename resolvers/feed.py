@@ -78,7 +78,7 @@ async def feed(info: Info, first: int | None = 20, after: str | None = None) -> 
     celebrities = await _celebrities(info, viewer_id, page)
     pulled = await feeds.author_posts(celebrities, below=below, count=want)
     ids = sorted(set(page.ids) | set(pulled), reverse=True)[:want]
-    if len(ids) < want and page.truncated:
+    if len(ids) <= size and page.truncated:
         # Past what Redis holds: continue seamlessly from PostgreSQL.
         floor = min(ids) if ids else below
         async with info.context.engine.connect() as conn:

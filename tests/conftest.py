@@ -24,6 +24,7 @@ import pytest
 import uvicorn
 from arq.connections import RedisSettings
 from arq.worker import Worker
+from redis.asyncio.connection import AbstractConnection
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
@@ -191,6 +192,29 @@ async def media_server_instance(
         yield running
 
 
+@pytest.fixture(scope="session")
+async def feed_server_instance(settings: Settings) -> AsyncIterator[Server]:
+    """The app with a worker, a celebrity threshold of 3 and a feed cap of 10, so the
+    tests can cross the threshold and page past the cap with a handful of rows."""
+    base = replace(
+        settings,
+        redis_url=_with_redis_db(settings.redis_url, 2),
+        media_root=settings.media_root / "feed-server",
+        celebrity_follower_threshold=3,
+        feed_cap=10,
+        author_posts_cap=10,
+    )
+    async with serve(base) as running, run_worker(running.settings) as worker:
+        running.worker = worker
+        yield running
+
+
+@pytest.fixture
+async def feed_server(feed_server_instance: Server) -> Server:
+    await clean_state(feed_server_instance)
+    return feed_server_instance
+
+
 @pytest.fixture
 async def media_server(media_server_instance: Server) -> Server:
     """The app with a worker on one storage backend, with empty tables and Redis."""
@@ -218,8 +242,8 @@ async def clean_state(srv: Server) -> None:
 @pytest.fixture
 def active_server(request: pytest.FixtureRequest) -> Server:
     """The server the test uses: media_server when it asks for it, else server."""
-    name = "media_server" if "media_server" in request.fixturenames else "server"
-    srv: Server = request.getfixturevalue(name)
+    names = [n for n in ("media_server", "feed_server") if n in request.fixturenames]
+    srv: Server = request.getfixturevalue(names[0] if names else "server")
     return srv
 
 
@@ -286,3 +310,23 @@ def count_statements(engine: AsyncEngine) -> Iterator[StatementCounter]:
 
 def with_env(settings: Settings, **changes: Any) -> Settings:
     return replace(settings, **changes)
+
+
+@contextlib.contextmanager
+def count_redis_round_trips(client: Any) -> Iterator[StatementCounter]:
+    """Count requests the given client sends to Redis (a pipeline or a script call is
+    one) while the block runs; other clients in the process (the worker) are ignored."""
+    counter = StatementCounter()
+    original = AbstractConnection.send_packed_command
+    pool = client.connection_pool
+
+    async def counting(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        if self in pool._in_use_connections:
+            counter.statements.append(repr(command)[:120])
+        await original(self, command, check_health)
+
+    AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        yield counter
+    finally:
+        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]

@@ -10,6 +10,14 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.follows import add_follow
+from domain.posts import (
+    MediaOutcome,
+    MediaSpec,
+    create_post,
+    mark_ready,
+    rendition_key,
+    start_processing,
+)
 from infra.ids import to_global_id
 from infra.security import issue_token
 from models import User, table_of
@@ -67,3 +75,32 @@ class Factory:
     async def follow(self, follower: MadeUser, followee: MadeUser) -> None:
         async with self.engine.begin() as conn:
             await add_follow(conn=conn, follower_id=follower.pk, followee_id=followee.pk)
+
+    async def ready_post(self, author: MadeUser, caption: str | None = None) -> int:
+        """A post taken through the real state machine to READY (the same transaction that
+        writes the fan-out outbox row), with rendition keys standing in for processing."""
+        async with self.engine.begin() as conn:
+            created = await create_post(
+                conn=conn,
+                author_id=author.pk,
+                caption=caption,
+                items=[MediaSpec("image/jpeg", 1000)],
+                idempotency_key=None,
+            )
+            post_id = created.post.id
+            await start_processing(conn=conn, post_id=post_id)
+            media_id = created.media[0].id
+            outcome = MediaOutcome(
+                media_id=media_id,
+                detected_type="image/jpeg",
+                width=1080,
+                height=1080,
+                placeholder="LEHV6nWB2yk8pyo0adR*.7kCMdnj",
+                rendition_keys={
+                    f"{size}:{fmt}": rendition_key(post_id, media_id, size, fmt)
+                    for size in ("THUMB", "FEED", "FULL")
+                    for fmt in ("JPEG", "WEBP")
+                },
+            )
+            await mark_ready(conn=conn, post_id=post_id, outcomes=[outcome])
+        return int(post_id)

@@ -18,11 +18,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 # Milliseconds since 2025-01-01 UTC in the high 41 bits (good until 2094), a sequence
-# in the low 23: time-ordered, unique per database, 8M ids per millisecond.
+# in the low 12: time-ordered, unique per database up to 4,096 ids per millisecond, and
+# below 2^53, so an id is exact as a Redis sorted-set score (a double) and in JavaScript.
 SNOWFLAKE = """
 CREATE FUNCTION next_snowflake() RETURNS bigint LANGUAGE sql VOLATILE AS $$
-    SELECT ((floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint - 1735689600000) << 23)
-           | (nextval('snowflake_seq') % 8388608)
+    SELECT ((floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint - 1735689600000) << 12)
+           | (nextval('snowflake_seq') % 4096)
 $$;
 """
 

@@ -1,0 +1,65 @@
+"""No fan-out is ever lost: a post that becomes READY while Redis is down reaches its
+followers' feeds once Redis is back (outbox row, relay, idempotent job)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from arq.connections import ArqRedis, RedisSettings
+from arq.worker import Worker
+from sqlalchemy import text
+
+from infra.embedded import EmbeddedRedis
+from infra.feedstore import feed_key
+from workers.feed import kick_relay, relay_outbox
+from workers.settings import MAX_TRIES, functions, shutdown, startup
+
+
+async def test_a_post_made_ready_during_a_redis_outage_is_fanned_out_after(
+    server, factory, tmp_path
+):
+    redis_server = EmbeddedRedis(tmp_path / "redis", persistent=True).start()
+    try:
+        settings = replace(server.settings, redis_url=redis_server.url)
+        ctx: dict = {"settings": settings}
+        await startup(ctx)
+        ctx["redis"] = ArqRedis.from_url(settings.redis_url)
+        author, reader = await factory.user("author"), await factory.user("reader")
+        await factory.follow(reader, author)
+        await ctx["feeds"].write_rebuilt(reader.pk, [], truncated=False)  # reader is active
+
+        # Given Redis is down while the post becomes READY...
+        redis_server.stop()
+        post_id = await factory.ready_post(author)
+        await kick_relay(ctx)  # the relay fails quietly and keeps the row
+        async with server.engine.connect() as conn:
+            unsent = await conn.scalar(text("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
+        assert unsent == 1
+
+        # ...when Redis comes back (same address, its AOF data intact)...
+        redis_server.start(port=redis_server.port)
+        assert await relay_outbox(ctx) == 1
+        worker = Worker(
+            functions=functions(settings),
+            redis_settings=RedisSettings.from_dsn(settings.redis_url),
+            on_startup=startup,
+            on_shutdown=shutdown,
+            ctx={"settings": settings},
+            burst=True,
+            handle_signals=False,
+            poll_delay=0.05,
+            max_tries=MAX_TRIES,
+        )
+        await worker.main()
+        await worker.close()
+
+        # ...then the post is in the follower's feed, and nothing is left to send.
+        assert await ctx["redis_app"].zscore(feed_key(reader.pk), str(post_id)) == post_id
+        async with server.engine.connect() as conn:
+            unsent = await conn.scalar(text("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
+        assert unsent == 0
+        await ctx["redis"].aclose()
+        await shutdown(ctx)
+    finally:
+        redis_server.stop()
+        redis_server.wipe()
