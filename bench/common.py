@@ -5,12 +5,18 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+
+# The scripts run as `python bench/<name>.py`: put the project itself on the path, so
+# they do not depend on how (or whether) the venv's editable install maps its packages.
+if str(ROOT) not in sys.path:
+    sys.path.insert(1, str(ROOT))
 
 # The page a client's home screen asks for: the document every feed figure is about.
 FEED_QUERY = """query Feed($after: String) {

@@ -115,8 +115,8 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.quick:
         cfg = replace(
             cfg,
-            users=2_000,
-            posts=20_000,
+            users=1_500,
+            posts=6_000,
             viewers=20,
             viewer_follows=200,
             duration=2.0,
@@ -553,7 +553,7 @@ async def zadd_ceiling(redis: Any, port: int, keys: list[str]) -> dict[str, Any]
     Each round adds one new member per key and everything is removed afterwards; rounds
     are few enough that no feed leaves the compact (listpack) encoding.
     """
-    rounds = max(1, min(100, math.ceil(200_000 / len(keys))))
+    rounds = max(1, min(100, math.ceil(20_000 / len(keys))))
     base = snowflake(int(time.time() * 1000) + 86_400_000, 0)  # a "future" post id
     members = [str(base + r).encode() for r in range(rounds)]
     result: dict[str, Any] = {"keys": len(keys), "commands": rounds * len(keys)}
@@ -624,7 +624,7 @@ async def measure_fanout(
     rows = []
     for author, followers in authors:
         size = len(followers)
-        repeats = max(5, min(100, 50_000 // size))
+        repeats = max(3, min(50, 30_000 // size))
         job_seconds, lua_seconds, delivered, lua_delivered = [], [], 0, 0
         for index in tqdm(range(repeats), desc=f"  fan-out to {size:,}", unit="post", leave=False):
             post_id = await insert_ready_post(engine, author, f"fan-out {index}")

@@ -124,8 +124,8 @@ async def unfollow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> 
     return await remove_follow(conn=conn, follower_id=viewer_id, followee_id=target_id)
 
 
-async def approve_request(*, conn: AsyncConnection, viewer_id: int, requester_id: int) -> bool:
-    """Turn a pending request to follow the viewer into a follow."""
+async def _take_request(conn: AsyncConnection, *, viewer_id: int, requester_id: int) -> None:
+    """Remove a pending request to follow the viewer; NOT_FOUND if there is none."""
     filed = await conn.scalar(
         delete(requests)
         .where(requests.c.requester_id == requester_id, requests.c.target_id == viewer_id)
@@ -133,17 +133,16 @@ async def approve_request(*, conn: AsyncConnection, viewer_id: int, requester_id
     )
     if filed is None:
         raise DomainError(ErrorCode.NOT_FOUND, "No pending request from this user.", field="userId")
+
+
+async def approve_request(*, conn: AsyncConnection, viewer_id: int, requester_id: int) -> bool:
+    """Turn a pending request to follow the viewer into a follow."""
+    await _take_request(conn, viewer_id=viewer_id, requester_id=requester_id)
     return await add_follow(conn=conn, follower_id=requester_id, followee_id=viewer_id)
 
 
 async def decline_request(*, conn: AsyncConnection, viewer_id: int, requester_id: int) -> None:
-    filed = await conn.scalar(
-        delete(requests)
-        .where(requests.c.requester_id == requester_id, requests.c.target_id == viewer_id)
-        .returning(requests.c.requester_id)
-    )
-    if filed is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "No pending request from this user.", field="userId")
+    await _take_request(conn, viewer_id=viewer_id, requester_id=requester_id)
 
 
 async def block(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> tuple[bool, bool]:

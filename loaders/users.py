@@ -5,7 +5,7 @@ from typing import Any
 
 from aiodataloader import DataLoader
 from sqlalchemy import any_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.follows import IDS, followees_among, followers_among
 from domain.users import USER_COLUMNS, users
@@ -43,8 +43,9 @@ class UserByIdLoader(DataLoader[int, Any]):
             self.clear(row.id).prime(row.id, row)
 
 
-class FollowedByViewerLoader(DataLoader[int, bool]):
-    """Does the viewer follow each of these users? False for an anonymous viewer."""
+class _FollowStateLoader(DataLoader[int, bool]):
+    """A follow edge between the viewer and each of these users, one statement per batch;
+    False for an anonymous viewer."""
 
     def __init__(self, engine: AsyncEngine, viewer_id: int | None) -> None:
         super().__init__()
@@ -55,24 +56,25 @@ class FollowedByViewerLoader(DataLoader[int, bool]):
         if self.viewer_id is None:
             return [False] * len(keys)
         async with self.engine.connect() as conn:
-            found = await followees_among(conn=conn, follower_id=self.viewer_id, user_ids=keys)
+            found = await self.edges(conn, self.viewer_id, keys)
         return [key in found for key in keys]
 
+    async def edges(self, conn: AsyncConnection, viewer_id: int, keys: list[int]) -> set[int]:
+        raise NotImplementedError
 
-class FollowsViewerLoader(DataLoader[int, bool]):
+
+class FollowedByViewerLoader(_FollowStateLoader):
+    """Does the viewer follow each of these users?"""
+
+    async def edges(self, conn: AsyncConnection, viewer_id: int, keys: list[int]) -> set[int]:
+        return await followees_among(conn=conn, follower_id=viewer_id, user_ids=keys)
+
+
+class FollowsViewerLoader(_FollowStateLoader):
     """Does each of these users follow the viewer?"""
 
-    def __init__(self, engine: AsyncEngine, viewer_id: int | None) -> None:
-        super().__init__()
-        self.engine = engine
-        self.viewer_id = viewer_id
-
-    async def batch_load_fn(self, keys: list[int]) -> list[bool]:
-        if self.viewer_id is None:
-            return [False] * len(keys)
-        async with self.engine.connect() as conn:
-            found = await followers_among(conn=conn, followee_id=self.viewer_id, user_ids=keys)
-        return [key in found for key in keys]
+    async def edges(self, conn: AsyncConnection, viewer_id: int, keys: list[int]) -> set[int]:
+        return await followers_among(conn=conn, followee_id=viewer_id, user_ids=keys)
 
 
 class Loaders:

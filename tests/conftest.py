@@ -141,20 +141,26 @@ async def server(local_server: Server) -> Server:
     return local_server
 
 
-@contextlib.asynccontextmanager
-async def run_worker(settings: Settings) -> AsyncIterator[Worker]:
-    """A real arq worker (the production WorkerSettings' jobs) in this event loop."""
-    worker = Worker(
+def make_worker(settings: Settings, *, burst: bool = False) -> Worker:
+    """A real arq worker with the production WorkerSettings' jobs, for this event loop."""
+    return Worker(
         functions=worker_functions(settings),
-        cron_jobs=worker_cron_jobs(settings),
+        cron_jobs=[] if burst else worker_cron_jobs(settings),
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         on_startup=worker_startup,
         on_shutdown=worker_shutdown,
         ctx={"settings": settings},
+        burst=burst,
         handle_signals=False,
         poll_delay=0.05,
         max_tries=MAX_TRIES,
     )
+
+
+@contextlib.asynccontextmanager
+async def run_worker(settings: Settings) -> AsyncIterator[Worker]:
+    """The worker running in the background of this event loop."""
+    worker = make_worker(settings)
     task = asyncio.create_task(worker.async_run())
     try:
         yield worker

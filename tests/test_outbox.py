@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from arq.connections import ArqRedis, RedisSettings
-from arq.worker import Worker
+from arq.connections import ArqRedis
 from sqlalchemy import text
 
 from infra.embedded import EmbeddedRedis
 from infra.feedstore import feed_key
+from tests.conftest import make_worker
 from workers.feed import kick_relay, relay_outbox
-from workers.settings import MAX_TRIES, functions, shutdown, startup
+from workers.settings import shutdown, startup
 
 
 async def test_a_post_made_ready_during_a_redis_outage_is_fanned_out_after(
@@ -39,17 +39,7 @@ async def test_a_post_made_ready_during_a_redis_outage_is_fanned_out_after(
         # ...when Redis comes back (same address, its AOF data intact)...
         redis_server.start(port=redis_server.port)
         assert await relay_outbox(ctx) == 1
-        worker = Worker(
-            functions=functions(settings),
-            redis_settings=RedisSettings.from_dsn(settings.redis_url),
-            on_startup=startup,
-            on_shutdown=shutdown,
-            ctx={"settings": settings},
-            burst=True,
-            handle_signals=False,
-            poll_delay=0.05,
-            max_tries=MAX_TRIES,
-        )
+        worker = make_worker(settings, burst=True)  # runs what is queued, then stops
         await worker.main()
         await worker.close()
 

@@ -10,6 +10,7 @@ changes nothing) and resumable (it records the last finished follower batch).
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from domain import feed as feed_domain
@@ -77,24 +78,34 @@ async def fan_out_post(ctx: dict[str, Any], post_id: int) -> dict[str, int]:
         return {"feeds": 1, "celebrity": 1}
 
     progress = await redis.get(_progress_key(post_id))
-    after_edge = int(progress) if progress else None
     delivered = 0
+    async for followers, last_edge in _follower_batches(
+        ctx, author_id, after_edge=int(progress) if progress else None
+    ):
+        delivered += await feeds.fan_out(followers, post_id)
+        # A killed job resumes after the last finished batch, not from the start.
+        await redis.set(_progress_key(post_id), last_edge, ex=PROGRESS_TTL_SECONDS)
+    await redis.delete(_progress_key(post_id))
+    return {"feeds": delivered + 1}
+
+
+async def _follower_batches(
+    ctx: dict[str, Any], author_id: int, *, after_edge: int | None = None
+) -> AsyncIterator[tuple[list[int], int]]:
+    """An author's followers in keyset batches from PostgreSQL, with each batch's last
+    edge id (the resume point)."""
     while True:
         async with ctx["engine"].connect() as conn:
             batch = await feed_domain.follower_batch(
                 conn=conn,
                 author_id=author_id,
                 after_edge=after_edge,
-                limit=settings.fanout_batch_size,
+                limit=ctx["settings"].fanout_batch_size,
             )
         if not batch:
-            break
-        delivered += await feeds.fan_out([row.follower_id for row in batch], post_id)
+            return
         after_edge = batch[-1].id
-        # A killed job resumes after the last finished batch, not from the start.
-        await redis.set(_progress_key(post_id), after_edge, ex=PROGRESS_TTL_SECONDS)
-    await redis.delete(_progress_key(post_id))
-    return {"feeds": delivered + 1}
+        yield [row.follower_id for row in batch], after_edge
 
 
 async def backfill_author(ctx: dict[str, Any], author_id: int) -> int:
@@ -106,20 +117,11 @@ async def backfill_author(ctx: dict[str, Any], author_id: int) -> int:
         recent = await feed_domain.recent_post_ids(
             conn=conn, author_id=author_id, limit=settings.author_posts_cap
         )
-    after_edge = None
     delivered = 0
-    while recent:
-        async with ctx["engine"].connect() as conn:
-            batch = await feed_domain.follower_batch(
-                conn=conn,
-                author_id=author_id,
-                after_edge=after_edge,
-                limit=settings.fanout_batch_size,
-            )
-        if not batch:
-            break
-        for follower in batch:
-            await feeds.merge_into(follower.follower_id, recent)
-            delivered += 1
-        after_edge = batch[-1].id
+    if not recent:
+        return 0
+    async for followers, _ in _follower_batches(ctx, author_id):
+        for follower_id in followers:
+            await feeds.merge_into(follower_id, recent)
+        delivered += len(followers)
     return delivered
