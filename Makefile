@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: run test lint schema migrate worker bench bench-media seed clean help
 
@@ -14,7 +15,8 @@ help:
 	@echo "make test     run the test suite against real embedded PostgreSQL, Redis and S3 (moto server)"
 	@echo "make lint     ruff and mypy"
 	@echo "make schema   export the server's SDL to schema.graphql"
-	@echo "make bench    run the benchmarks"
+	@echo "make bench    run the benchmarks (media renditions, then the feed); results in bench/results/"
+	@echo "make seed     after make run: demo users, follows and posts through the real API"
 
 # Re-install only when pyproject.toml changes: the second run is instant.
 $(STAMP): pyproject.toml
@@ -42,6 +44,19 @@ migrate: $(STAMP)
 
 worker: $(STAMP)
 	$(BIN)/arq workers.WorkerSettings
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench-media: $(BENCH_STAMP)
+	$(PY) bench/media.py
+
+bench: bench-media
+	$(PY) bench/feed.py $(BENCH_ARGS)
+
+seed: $(STAMP)
+	$(PY) bench/seed.py $(SEED_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -33,6 +33,7 @@ from strawberry.exceptions import ConnectionRejectionError
 
 from infra.cache import RecordCache
 from infra.feedstore import create_feed_store
+from infra.metrics import MetricsMiddleware, metrics
 from infra.pubsub import PubSubHub
 from infra.redis import create_redis
 from infra.security import user_id_from_authorization
@@ -149,6 +150,23 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
+async def check_redis_config(redis: Any, settings: Settings) -> None:
+    """Warn when a feed at the cap would leave Redis' compact sorted-set encoding
+    (~20 bytes an entry instead of ~120). Managed Redis may refuse CONFIG: best effort."""
+    try:
+        config = await redis.config_get("zset-max-*-entries")
+    except Exception:
+        return
+    limits = [int(v) for v in config.values()]
+    if limits and max(limits) < settings.feed_cap:
+        log.warning(
+            "Redis zset-max-listpack-entries is %d, below FEED_CAP %d: full feeds will use "
+            "~6x more memory; raise it to at least the cap",
+            max(limits),
+            settings.feed_cap,
+        )
+
+
 @contextlib.asynccontextmanager
 async def embedded_services(settings: Settings) -> AsyncIterator[Settings]:
     """Start embedded servers for whatever URL is missing (development only)."""
@@ -195,6 +213,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             app.state.cache = RecordCache(redis, live.cache_ttl_seconds)
             app.state.feeds = create_feed_store(redis, live)
             app.state.pubsub = PubSubHub(redis)
+            await check_redis_config(redis, live)
             # Lazy like the Redis client: the API starts (and /readyz says 503) while Redis is down.
             app.state.jobs = ArqRedis.from_url(live.redis_url)
             try:
@@ -212,12 +231,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics),
             # The local backend is the blob store of a single-machine install: it takes
             # uploads and serves renditions itself. With S3 the API never carries bytes.
             *(local_storage_routes(storage) if isinstance(storage, LocalStorage) else []),
         ],
         lifespan=lifespan,
     )
+    app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
 

@@ -405,6 +405,19 @@ async def build_feeds(net: Network, feeds: Any, redis: Any, cfg: Config) -> dict
     return {"feeds": net.users, "entries": entries}
 
 
+async def full_rebuild_cost(net: Network, feeds: Any, redis: Any, cfg: Config) -> float:
+    """Redis's own time for one rebuild of a full feed (the ZADD in write_rebuilt): Redis
+    runs one command at a time, so this is how long a rebuild holds up everyone else."""
+    by_author = net.posts_by_author()
+    viewer = net.viewers[0]
+    ids = feed_ids(net, by_author, viewer, cfg.feed_cap)
+    await redis.config_resetstat()
+    for _ in range(3):
+        await feeds.write_rebuilt(viewer, ids[: cfg.feed_cap], truncated=len(ids) > cfg.feed_cap)
+    zadd = (await redis.info("commandstats")).get("cmdstat_zadd", {})
+    return round(float(zadd.get("usec_per_call", 0)) / 1000, 2)
+
+
 async def check_rebuild_sample(net: Network, engine: Any, cfg: Config) -> int:
     """The in-memory feeds must equal what the real rebuild query returns."""
     from domain.feed import home_feed_ids
@@ -589,7 +602,10 @@ async def zadd_ceiling(redis: Any, port: int, keys: list[str]) -> dict[str, Any]
 
             # redis-cli's own start-up is not Redis work: measured and subtracted.
             overhead = min(pipe_seconds(empty) for _ in range(3))
+            await redis.config_resetstat()
             elapsed = pipe_seconds(payload) - overhead
+            zadd = (await redis.info("commandstats")).get("cmdstat_zadd", {})
+            result["redis_us_per_zadd"] = float(zadd.get("usec_per_call", 0))
             await cleanup()
             result["redis_cli_per_s"] = round(result["commands"] / elapsed)
             result["redis_cli_overhead_ms"] = round(overhead * 1000, 1)
@@ -626,18 +642,27 @@ async def measure_fanout(
         size = len(followers)
         repeats = max(3, min(50, 30_000 // size))
         job_seconds, lua_seconds, delivered, lua_delivered = [], [], 0, 0
-        for index in tqdm(range(repeats), desc=f"  fan-out to {size:,}", unit="post", leave=False):
+        bar = tqdm(total=2 * repeats, desc=f"  fan-out to {size:,}", unit="post", leave=False)
+        for index in range(repeats):
             post_id = await insert_ready_post(engine, author, f"fan-out {index}")
             started = time.perf_counter()
             outcome = await fan_out_post(ctx, post_id)
             job_seconds.append(time.perf_counter() - started)
             delivered += outcome["feeds"] - 1  # minus the author's own feed
-            post_id = await insert_ready_post(engine, author, f"fan-out lua {index}")
+            bar.update(1)
+        lua_posts = [
+            await insert_ready_post(engine, author, f"fan-out lua {i}") for i in range(repeats)
+        ]
+        await redis.config_resetstat()  # Redis's own time per script call, from here
+        for post_id in lua_posts:
             started = time.perf_counter()
             for at in range(0, size, settings.fanout_batch_size):
                 batch = followers[at : at + settings.fanout_batch_size]
                 lua_delivered += await feeds.fan_out(batch, post_id)
             lua_seconds.append(time.perf_counter() - started)
+            bar.update(1)
+        bar.close()
+        script = (await redis.info("commandstats")).get("cmdstat_evalsha", {})
         row = {
             "followers": size,
             "posts": repeats,
@@ -645,10 +670,13 @@ async def measure_fanout(
             "job_ms_median": round(statistics.median(job_seconds) * 1000, 2),
             "job_inserts_per_s": round(delivered / sum(job_seconds)),
             "lua_inserts_per_s": round(lua_delivered / sum(lua_seconds)),
+            # Redis CPU per feed the script touched: where the Lua figure's time goes.
+            "redis_us_per_insert": round(float(script.get("usec", 0)) / max(lua_delivered, 1), 2),
         }
         progress(
             f"  fan-out to {size:,}: job {row['job_ms_median']} ms "
-            f"({row['job_inserts_per_s']:,}/s), Lua alone {row['lua_inserts_per_s']:,}/s"
+            f"({row['job_inserts_per_s']:,}/s), Lua alone {row['lua_inserts_per_s']:,}/s, "
+            f"Redis {row['redis_us_per_insert']} us per insertion"
         )
         rows.append(row)
     return rows
@@ -1285,8 +1313,17 @@ async def run(cfg: Config, pg_url: str, redis_url: str, redis_port: int, tmp: Pa
     try:
         progress("building Redis feeds (FeedStore.write_rebuilt)")
         before = int((await redis.info("memory"))["used_memory"])
+        build_started = time.monotonic()
         built = await build_feeds(net, feeds, redis, cfg)
+        build_seconds = time.monotonic() - build_started
         after = int((await redis.info("memory"))["used_memory"])
+        report["feed_build"] = {
+            "feeds": built["feeds"],
+            "entries": built["entries"],
+            "seconds": round(build_seconds, 1),
+            "feeds_per_s": round(built["feeds"] / build_seconds),
+            "full_feed_rebuild_redis_ms": await full_rebuild_cost(net, feeds, redis, cfg),
+        }
         checked = await check_rebuild_sample(net, engine, cfg)
         progress(f"  {built['entries']:,} entries; {checked} feeds match home_feed_ids")
         full = [v for v in net.viewers if len(net.following[v]) >= cfg.viewer_follows][:10]
@@ -1386,13 +1423,16 @@ def print_report(report: dict[str, Any]) -> None:
         f"{ceiling['ceiling_per_s']:,}/s (redis-py pipelines of 1,000: "
         f"{ceiling['redis_py_per_s']:,}/s)"
     )
+    if "redis_us_per_zadd" in ceiling:
+        print(f"   Redis's own time per ZADD into these feeds: {ceiling['redis_us_per_zadd']} us")
     print(f"   {'followers':>10} {'job ms':>9} {'job /s':>10} {'Lua /s':>10} "
-          f"{'job/ceil':>9} {'Lua/ceil':>9}")  # fmt: skip
+          f"{'job/ceil':>9} {'Lua/ceil':>9} {'Redis us/insert':>16}")  # fmt: skip
     for a in fan["authors"]:
         job, lua = a["job_inserts_per_s"], a["lua_inserts_per_s"]
         print(
             f"   {a['followers']:>10,} {a['job_ms_median']:>9} {job:>10,} {lua:>10,} "
-            f"{job / ceiling['ceiling_per_s']:>9.1%} {lua / ceiling['ceiling_per_s']:>9.1%}"
+            f"{job / ceiling['ceiling_per_s']:>9.1%} {lua / ceiling['ceiling_per_s']:>9.1%} "
+            f"{a['redis_us_per_insert']:>16}"
         )
     print("b/c) feed(first: 20), closed loop: req/s, p50 ms, p99 ms")
     clients = list(next(iter(reads["closed"].values())))
@@ -1432,6 +1472,12 @@ def print_report(report: dict[str, Any]) -> None:
         f"{mem['keys']} full feeds of {mem['entries_per_key']} entries, "
         f"{'/'.join(mem['encodings'])}) goal <= 32: {verdict(mem['bytes_per_entry'] <= 32)}; "
         f"used_memory growth per entry over all feeds {mem['used_memory_per_entry']}"
+    )
+    build = report["feed_build"]
+    print(
+        f"   feed build: {build['feeds']:,} feeds, {build['entries']:,} entries in "
+        f"{build['seconds']} s ({build['feeds_per_s']:,} feeds/s); one full-feed rebuild "
+        f"holds Redis for {build['full_feed_rebuild_redis_ms']} ms"
     )
     print(
         f"   API process RSS {reads['rss_mb']['api']} MB after the runs "

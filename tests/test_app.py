@@ -22,6 +22,13 @@ async def test_healthz_and_readyz(http):
     assert ready.json()["postgres"] == "ok" and ready.json()["redis"] == "ok"
 
 
+async def test_metrics_count_requests_by_route(http):
+    await http.get("/healthz")
+    body = (await http.get("/metrics")).text
+    assert 'instagraph_http_requests_total{method="GET",route="/healthz",status="200"}' in body
+    assert "instagraph_http_request_duration_seconds_bucket" in body
+
+
 async def test_request_id_is_echoed_or_generated(http):
     given = await http.get("/healthz", headers={"X-Request-ID": "abc-123"})
     assert given.headers["x-request-id"] == "abc-123"
