@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import heapq
+import importlib
 import itertools
 import json
 import math
@@ -731,6 +732,10 @@ def baseline_app(settings: Any) -> Any:
     from infra.redis import create_redis
     from infra.security import user_id_from_authorization
     from infra.storage import create_storage
+
+    # resolvers.feed cannot be the first of the app's modules imported (it and `schema`
+    # import each other); the app imports `schema` first, and so do we.
+    importlib.import_module("schema")
     from resolvers.feed import SLACK
 
     storage = create_storage(settings)
