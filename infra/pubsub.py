@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -35,7 +35,9 @@ class PubSubHub:
         self._presence: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
-    async def listen(self, channels: Sequence[str], *, presence_user: int) -> AsyncIterator[bytes]:
+    async def listen(
+        self, channels: Sequence[str], *, presence_user: int
+    ) -> AsyncGenerator[bytes, None]:
         """Messages published on any of the channels, until the caller stops iterating."""
         queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=QUEUE_SIZE)
         await self._join(channels, queue, presence_user)
