@@ -141,11 +141,15 @@ async def server(local_server: Server) -> Server:
     return local_server
 
 
-def make_worker(settings: Settings, *, burst: bool = False) -> Worker:
-    """A real arq worker with the production WorkerSettings' jobs, for this event loop."""
+def make_worker(settings: Settings, *, burst: bool = False, crons: bool = False) -> Worker:
+    """A real arq worker with the production WorkerSettings' jobs, for this event loop.
+
+    Without its crons by default: the test servers share one database, and a relay or
+    sweeper of one would act on another's rows. Tests run those jobs explicitly.
+    """
     return Worker(
         functions=worker_functions(settings),
-        cron_jobs=[] if burst else worker_cron_jobs(settings),
+        cron_jobs=worker_cron_jobs(settings) if crons else [],
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         on_startup=worker_startup,
         on_shutdown=worker_shutdown,

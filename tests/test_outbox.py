@@ -19,11 +19,11 @@ async def test_a_post_made_ready_during_a_redis_outage_is_fanned_out_after(
     server, factory, tmp_path
 ):
     redis_server = EmbeddedRedis(tmp_path / "redis", persistent=True).start()
+    settings = replace(server.settings, redis_url=redis_server.url)
+    ctx: dict = {"settings": settings}
+    await startup(ctx)
+    ctx["redis"] = ArqRedis.from_url(settings.redis_url)
     try:
-        settings = replace(server.settings, redis_url=redis_server.url)
-        ctx: dict = {"settings": settings}
-        await startup(ctx)
-        ctx["redis"] = ArqRedis.from_url(settings.redis_url)
         author, reader = await factory.user("author"), await factory.user("reader")
         await factory.follow(reader, author)
         await ctx["feeds"].write_rebuilt(reader.pk, [], truncated=False)  # reader is active
@@ -48,8 +48,8 @@ async def test_a_post_made_ready_during_a_redis_outage_is_fanned_out_after(
         async with server.engine.connect() as conn:
             unsent = await conn.scalar(text("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
         assert unsent == 0
+    finally:
         await ctx["redis"].aclose()
         await shutdown(ctx)
-    finally:
         redis_server.stop()
         redis_server.wipe()
