@@ -13,9 +13,9 @@ from infra.ids import encode_cursor
 from infra.pubsub import PubSubHub
 from loaders import Loaders
 from models import PostStatus
-from schema.common import PageInfo, check_page_size, parse_cursor
+from schema.common import check_page_size, page_info, parse_cursor
 from schema.context import Info
-from schema.posts import Post, PostConnection, PostEdge
+from schema.posts import Post, PostConnection, PostEdge, edge_cursor
 
 # Extra ids read per page, so a few deleted posts do not leave the page short.
 SLACK = 5
@@ -97,11 +97,12 @@ async def feed(info: Info, first: int | None = 20, after: str | None = None) -> 
     ]
     return PostConnection(
         edges=edges,
-        page_info=PageInfo(
-            has_next_page=len(shown) > size or (len(ids) == want and len(shown) < len(ids)),
-            has_previous_page=cursor is not None,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=edges[-1].cursor if edges else None,
+        page_info=page_info(
+            edges,
+            # More to come: past this page, or ids were dropped from a full read.
+            has_next=len(shown) > size or (len(ids) == want and len(shown) < len(ids)),
+            has_previous=cursor is not None,
+            cursor=edge_cursor,
         ),
     )
 

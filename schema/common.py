@@ -73,7 +73,6 @@ def parse_cursor(after: str | None, arity: int) -> tuple[int, ...] | None:
 
 
 T = TypeVar("T")
-E = TypeVar("E")
 
 
 def page_info(

@@ -13,7 +13,14 @@ from infra.ids import encode_cursor, to_global_id
 from infra.storage import UploadTarget as StorageTarget
 from models import DbRow
 from models import PostStatus as PostStatusValues
-from schema.common import Node, PageInfo, UnsignedInt64, check_page_size, parse_cursor
+from schema.common import (
+    Node,
+    PageInfo,
+    UnsignedInt64,
+    check_page_size,
+    page_info,
+    parse_cursor,
+)
 from schema.context import Info
 from schema.errors import UserError
 from schema.users import User
@@ -147,6 +154,10 @@ class PostEdge:
     node: Post = strawberry.field(description="The post.")
 
 
+def edge_cursor(edge: PostEdge) -> str:
+    return edge.cursor
+
+
 @strawberry.type(description="A page of posts.")
 class PostConnection:
     edges: list[PostEdge] = strawberry.field(description="The posts of this page.")
@@ -159,11 +170,8 @@ def post_connection(rows: list[DbRow], size: int, *, has_previous: bool) -> Post
     edges = [PostEdge(cursor=encode_cursor(row.id), node=Post.from_row(row)) for row in page]
     return PostConnection(
         edges=edges,
-        page_info=PageInfo(
-            has_next_page=len(rows) > size,
-            has_previous_page=has_previous,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=edges[-1].cursor if edges else None,
+        page_info=page_info(
+            edges, has_next=len(rows) > size, has_previous=has_previous, cursor=edge_cursor
         ),
     )
 
