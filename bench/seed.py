@@ -284,9 +284,9 @@ async def seed(args: argparse.Namespace) -> int:
         # signUp/logIn is CPU-heavy on purpose).
         gate = asyncio.Semaphore(4)
 
-        async def limited(coro: Any) -> Any:
+        async def post_one(who: Account, index: int) -> tuple[str, str, str]:
             async with gate:
-                return await coro
+                return await publish(api, uploads, who, index)
 
         print(f"seeding {base}")
         demo = await account(api, DEMO_USER, args.password)
@@ -316,12 +316,16 @@ async def seed(args: argparse.Namespace) -> int:
             count = 2 + random.Random(person.username).randrange(2)  # noqa: S311 - not secrets
             jobs += [(person, i) for i in range(count)]
         posted: list[tuple[str, str, str]] = []
-        with tqdm(total=len(jobs), desc="posting", unit="post") as bar:
-            for done in asyncio.as_completed(
-                [limited(publish(api, uploads, who, index)) for who, index in jobs]
-            ):
-                posted.append(await done)
-                bar.update(1)
+        tasks = [asyncio.create_task(post_one(who, index)) for who, index in jobs]
+        try:
+            with tqdm(total=len(jobs), desc="posting", unit="post") as bar:
+                for done in asyncio.as_completed(tasks):
+                    posted.append(await done)
+                    bar.update(1)
+        finally:  # one failure stops the rest before the clients close under them
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         waiting = {pid: token for pid, status, token in posted if status == "PROCESSING"}
         final = await wait_ready(api, waiting, args.timeout) if waiting else {}

@@ -24,6 +24,7 @@ from schema.posts import (
     Post,
     PostPayload,
     UploadTarget,
+    can_see_posts_of,
 )
 from workers.jobs import enqueue_delete_post_objects, enqueue_process_post
 
@@ -39,6 +40,8 @@ async def load_post(info: Info, post_id: int) -> Post | None:
     record = await info.context.loaders.post_by_id.load(post_id)
     if record is None or not visible(record.post, info.context.viewer_id):
         return None
+    if not await can_see_posts_of(info, record.post.author_id):
+        return None
     return Post.from_row(record.post, record.media)
 
 
@@ -48,10 +51,10 @@ async def load_media(info: Info, media_id: int) -> Media | None:
         row = (await conn.execute(select(media).where(media.c.id == media_id))).one_or_none()
     if row is None:
         return None
-    record = await info.context.loaders.post_by_id.load(row.post_id)
-    if record is None or not visible(record.post, info.context.viewer_id):
+    post = await load_post(info, row.post_id)
+    if post is None:
         return None
-    return Media.from_row(row, ready=record.post.status == PostStatus.READY)
+    return Media.from_row(row, ready=post.status == PostStatus.READY)
 
 
 register_node("Post", load_post)

@@ -10,7 +10,7 @@ from arq.jobs import Job
 from PIL import Image
 from sqlalchemy import text
 
-from infra.ids import from_global_id
+from infra.ids import from_global_id, to_global_id
 from tests.media_samples import bomb_png_bytes, jpeg_bytes, png_with_alpha_bytes, video_bytes
 from tests.posting import COMPLETE, POST, create_post, publish, read_public, upload, wait_for_post
 from workers.media import sweep_posts
@@ -360,3 +360,16 @@ async def test_posts_that_keep_failing_are_failed_not_retried_forever(media_serv
     assert await sweep_posts(media_server.worker.ctx) == {"retried": 0, "failed": 1, "abandoned": 0}
     post = (await gql(POST, token=author.token, id=created["post"]["id"]))["post"]
     assert post["status"] == "FAILED" and "kept failing" in post["failureReason"]
+
+
+async def test_a_private_accounts_posts_are_for_its_followers(server, gql, factory):
+    owner = await factory.user("owner", is_private=True)
+    follower, stranger = await factory.user("follower"), await factory.user("stranger")
+    await factory.follow(follower, owner)
+    post_id = to_global_id("Post", await factory.ready_post(owner))
+    for viewer, visible in ((owner, True), (follower, True), (stranger, False)):
+        post = (await gql(POST, token=viewer.token, id=post_id))["post"]
+        assert (post is not None) is visible, viewer.username
+        grid = (await gql(USER_POSTS, token=viewer.token, name="owner"))["user"]["posts"]
+        assert len(grid["edges"]) == (1 if visible else 0), viewer.username
+    assert (await gql(POST, id=post_id))["post"] is None  # nor anonymous readers
