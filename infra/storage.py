@@ -156,7 +156,7 @@ class Storage(Protocol):
     ) -> UploadTarget: ...
 
     async def complete_multipart(
-        self, key: str, upload_id: str, *, max_bytes: int | None = None
+        self, key: str, upload_id: str, *, max_bytes: int | None = None, exact: bool = False
     ) -> None: ...
 
     async def abort_multipart(self, key: str, upload_id: str) -> None: ...
@@ -362,7 +362,7 @@ class LocalStorage:
         )
 
     async def complete_multipart(
-        self, key: str, upload_id: str, *, max_bytes: int | None = None
+        self, key: str, upload_id: str, *, max_bytes: int | None = None, exact: bool = False
     ) -> None:
         raise StorageError("the local storage backend has no multipart uploads")
 
@@ -868,14 +868,16 @@ class S3Storage:
         )
 
     async def complete_multipart(
-        self, key: str, upload_id: str, *, max_bytes: int | None = None
+        self, key: str, upload_id: str, *, max_bytes: int | None = None, exact: bool = False
     ) -> None:
         """Complete ``upload_id`` from the parts S3 says it holds, in part order.
 
         Idempotent: if the upload is gone but the object exists (a retried job), it
-        returns. With no parts, or more than ``max_bytes`` in total, the upload is
-        aborted (freeing its storage) and IncompleteUpload / ObjectTooLarge raised.
-        Raises UploadNotFound for an unknown upload id.
+        returns. With no parts, or fewer bytes than ``max_bytes`` when ``exact`` is
+        set, it raises IncompleteUpload and leaves the upload open (the client may
+        still be sending parts); with more than ``max_bytes`` it aborts the upload
+        (freeing its storage) and raises ObjectTooLarge. Raises UploadNotFound for an
+        unknown upload id.
         """
         validate_key(key)
         s3 = await self._s3()
@@ -891,12 +893,13 @@ class S3Storage:
                 raise UploadNotFound(f"no multipart upload {upload_id!r} for {key!r}") from exc
             raise
         if not parts:
-            await self.abort_multipart(key, upload_id)
             raise IncompleteUpload(f"multipart upload of {key!r} has no parts")
         total = sum(int(part["Size"]) for part in parts)
         if max_bytes is not None and total > max_bytes:
             await self.abort_multipart(key, upload_id)
             raise ObjectTooLarge(f"multipart upload of {key!r} is {total} > {max_bytes} bytes")
+        if exact and max_bytes is not None and total < max_bytes:
+            raise IncompleteUpload(f"multipart upload of {key!r} has {total} of {max_bytes} bytes")
         ordered = sorted(parts, key=lambda part: int(part["PartNumber"]))
         try:
             await s3.complete_multipart_upload(

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from domain import posts as post_domain
 from domain.errors import DomainError, ErrorCode
 from infra.ids import to_global_id
+from infra.storage import IncompleteUpload, ObjectTooLarge, Storage, UploadNotFound
 from models import PostStatus, table_of
 from models.posts import Media as MediaModel
 from resolvers.common import payload_pk, query_pk, register_node
@@ -133,9 +134,7 @@ async def complete_upload(info: Info, post_id: strawberry.ID) -> PostPayload:
         if row.status == PostStatus.PENDING:
             for item in media:
                 if item.upload_id is not None:
-                    await storage.complete_multipart(
-                        item.original_key, item.upload_id, max_bytes=item.byte_size
-                    )
+                    await _complete_parts(storage, item)
                 if await storage.head(item.original_key) is None:
                     raise DomainError(
                         ErrorCode.INVALID_INPUT,
@@ -149,6 +148,25 @@ async def complete_upload(info: Info, post_id: strawberry.ID) -> PostPayload:
         return PostPayload(errors=[UserError.from_error(exc)])
     info.context.loaders.post_by_id.prime_rows([row])
     return PostPayload(post=Post.from_row(row))
+
+
+async def _complete_parts(storage: Storage, item: Any) -> None:
+    """Assemble a multipart upload from the parts the store has (never the client's list)."""
+    number = item.position + 1
+    try:
+        await storage.complete_multipart(
+            item.original_key, item.upload_id, max_bytes=item.byte_size, exact=True
+        )
+    except ObjectTooLarge as exc:
+        raise DomainError(
+            ErrorCode.TOO_LARGE, f"Media {number} is larger than declared.", field="postId"
+        ) from exc
+    except (IncompleteUpload, UploadNotFound) as exc:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            f"Media {number} has not been fully uploaded yet.",
+            field="postId",
+        ) from exc
 
 
 async def delete_post(info: Info, id: strawberry.ID) -> DeletePayload:

@@ -188,7 +188,13 @@ async def media_server_instance(
 
     Its Redis database (1) is its own, so only its worker takes its jobs.
     """
-    base = replace(settings, redis_url=_with_redis_db(settings.redis_url, 1))
+    base = replace(
+        settings,
+        redis_url=_with_redis_db(settings.redis_url, 1),
+        # Small enough that a test video goes up in S3 multipart parts (5 MiB minimum).
+        multipart_threshold_bytes=8 * 1024 * 1024,
+        multipart_part_bytes=5 * 1024 * 1024,
+    )
     if request.param == "s3":
         endpoint = request.getfixturevalue("moto_server")
         base = s3_settings(base, endpoint)

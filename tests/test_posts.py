@@ -373,3 +373,27 @@ async def test_a_private_accounts_posts_are_for_its_followers(server, gql, facto
         grid = (await gql(USER_POSTS, token=viewer.token, name="owner"))["user"]["posts"]
         assert len(grid["edges"]) == (1 if visible else 0), viewer.username
     assert (await gql(POST, id=post_id))["post"] is None  # nor anonymous readers
+
+
+async def test_a_large_video_goes_up_in_parts_and_the_server_assembles_them(
+    media_server, gql, factory, tmp_path
+):
+    author = await factory.user("author")
+    clip = video_bytes(tmp_path, size=(160, 120), seconds=1.0)
+    data = clip + bytes(11 * 1024 * 1024 - len(clip))  # past the multipart threshold
+    created = await create_post(gql, author.token, [("video/mp4", data)])
+    post_id = created["post"]["id"]
+    target = created["uploads"][0]
+    if media_server.settings.storage_backend == "s3":
+        assert int(target["partSize"]) == 5 * 1024 * 1024 and len(target["partUrls"]) == 3
+        # No parts yet: the server, which lists the parts itself, refuses to complete.
+        early = (await gql(COMPLETE, token=author.token, id=post_id))["completeUpload"]
+        assert early["errors"][0]["code"] == "INVALID_INPUT"
+    else:
+        assert target["partUrls"] is None  # the local store takes one streamed PUT
+    assert (await upload(target, data)).status_code in (200, 201, 204)
+    done = (await gql(COMPLETE, token=author.token, id=post_id))["completeUpload"]
+    assert done["errors"] == [] and done["post"]["status"] == "PROCESSING"
+    post = await wait_for_post(gql, author.token, post_id)
+    assert post["status"] == "READY", post["failureReason"]
+    assert post["media"][0]["videoUrl"]

@@ -565,12 +565,14 @@ async def test_s3_multipart_upload_with_presigned_parts(
     await s3.complete_multipart(key, target.upload_id)
 
 
-async def test_s3_multipart_without_parts_is_aborted(s3: S3Storage) -> None:
+async def test_s3_multipart_without_all_parts_stays_open(
+    s3: S3Storage, plain_http: httpx.AsyncClient
+) -> None:
     key = "originals/88/empty"
     target = await s3.upload_target(
         key,
         content_type="video/mp4",
-        max_bytes=50 * MiB,
+        max_bytes=12 * MiB,
         declared_bytes=12 * MiB,
         expires_in=600,
         multipart=True,
@@ -578,13 +580,21 @@ async def test_s3_multipart_without_parts_is_aborted(s3: S3Storage) -> None:
     assert target.upload_id is not None
     assert target.part_size == 8 * MiB and target.part_urls is not None
     assert len(target.part_urls) == 2
+    # Completing too early (no parts, then one of two) leaves the upload open...
     with pytest.raises(IncompleteUpload):
-        await s3.complete_multipart(key, target.upload_id)
-    # The upload was aborted: it is gone, and so is any object.
-    with pytest.raises(UploadNotFound):
-        await s3.complete_multipart(key, target.upload_id)
+        await s3.complete_multipart(key, target.upload_id, max_bytes=12 * MiB, exact=True)
+    first = await plain_http.put(target.part_urls[0], content=bytes(8 * MiB))
+    assert first.status_code == 200
+    with pytest.raises(IncompleteUpload):
+        await s3.complete_multipart(key, target.upload_id, max_bytes=12 * MiB, exact=True)
     assert await s3.head(key) is None
-    await s3.abort_multipart(key, target.upload_id)  # aborting again is fine
+    # ...so the client can finish, and then it completes.
+    second = await plain_http.put(target.part_urls[1], content=bytes(4 * MiB))
+    assert second.status_code == 200
+    await s3.complete_multipart(key, target.upload_id, max_bytes=12 * MiB, exact=True)
+    info = await s3.head(key)
+    assert info is not None and info.size == 12 * MiB
+    await s3.abort_multipart(key, target.upload_id)  # aborting a finished upload is fine
 
 
 async def test_s3_multipart_larger_than_allowed_is_aborted(
