@@ -15,7 +15,7 @@ from loaders import Loaders
 from models import PostStatus
 from schema.common import check_page_size, page_info, parse_cursor
 from schema.context import Info
-from schema.posts import Post, PostConnection, PostEdge, edge_cursor
+from schema.posts import Post, PostConnection, PostEdge, build_posts, edge_cursor
 
 # Extra ids read per page, so a few deleted posts do not leave the page short.
 SLACK = 5
@@ -91,10 +91,8 @@ async def feed(info: Info, first: int | None = 20, after: str | None = None) -> 
     gone = [i for i, r in zip(ids, records, strict=True) if r is None]
     if gone:  # deleted after fan-out: drop the stale ids from the viewer's feed
         await feeds.remove_from_feed(viewer_id, gone)
-    edges = [
-        PostEdge(cursor=encode_cursor(r.post.id, r.post.id), node=Post.from_row(r.post, r.media))
-        for r in shown[:size]
-    ]
+    posts = await build_posts(info, [(r.post, r.media) for r in shown[:size]])
+    edges = [PostEdge(cursor=encode_cursor(p.pk, p.pk), node=p) for p in posts]
     return PostConnection(
         edges=edges,
         page_info=page_info(
@@ -120,4 +118,5 @@ async def feed_item_added(info: Info) -> AsyncGenerator[Post, None]:
         context.loaders = Loaders(context.engine, context.cache, viewer_id)
         record = await context.loaders.post_by_id.load(int(message))
         if record is not None and record.post.status == PostStatus.READY:
-            yield Post.from_row(record.post, record.media)
+            [post] = await build_posts(info, [(record.post, record.media)])
+            yield post

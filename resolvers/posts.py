@@ -25,6 +25,7 @@ from schema.posts import (
     Post,
     PostPayload,
     UploadTarget,
+    build_posts,
     can_see_posts_of,
 )
 from workers.jobs import enqueue_delete_post_objects, enqueue_process_post
@@ -43,7 +44,8 @@ async def load_post(info: Info, post_id: int) -> Post | None:
         return None
     if not await can_see_posts_of(info, record.post.author_id):
         return None
-    return Post.from_row(record.post, record.media)
+    [post] = await build_posts(info, [(record.post, record.media)])
+    return post
 
 
 async def load_media(info: Info, media_id: int) -> Media | None:
@@ -116,7 +118,8 @@ async def create_post(info: Info, input: CreatePostInput) -> CreatePostPayload:
     if created.post.author_id != viewer_id:  # pragma: no cover - keys are per author
         raise RuntimeError("idempotency key matched another author's post")
     uploads = await _targets(info, created) if created.post.status == PostStatus.PENDING else []
-    return CreatePostPayload(post=Post.from_row(created.post), uploads=uploads)
+    [post] = await build_posts(info, [(created.post, created.media)])
+    return CreatePostPayload(post=post, uploads=uploads)
 
 
 async def complete_upload(info: Info, post_id: strawberry.ID) -> PostPayload:
@@ -146,8 +149,8 @@ async def complete_upload(info: Info, post_id: strawberry.ID) -> PostPayload:
             await enqueue_process_post(info.context.jobs, pk, attempt=1)
     except DomainError as exc:
         return PostPayload(errors=[UserError.from_error(exc)])
-    info.context.loaders.post_by_id.prime_rows([row])
-    return PostPayload(post=Post.from_row(row))
+    [view] = await build_posts(info, [(row, media)])
+    return PostPayload(post=view)
 
 
 async def _complete_parts(storage: Storage, item: Any) -> None:

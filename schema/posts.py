@@ -106,46 +106,52 @@ class Media(Node):
 
 @strawberry.type(description="A photo or video post with its caption.")
 class Post(Node):
+    # Built whole, author and media included, so that every field resolves from memory:
+    # async field resolvers cost the executor a task each, which dominates a feed page.
     row: strawberry.Private[Any]
     pk: strawberry.Private[int]
-    media_rows: strawberry.Private[list[Any] | None]
     id: strawberry.ID = strawberry.field(description="The post's global ID.")
+    author: User = strawberry.field(description="Who posted it.")
     caption: str | None = strawberry.field(description="Text under the media.")
     hashtags: list[str] = strawberry.field(description="Hashtags of the caption, lower-cased.")
     created_at: datetime = strawberry.field(description="When the post was created.")
     status: PostStatus = strawberry.field(description="Where the post is in its life.")
+    media: list[Media] = strawberry.field(
+        description="1 to 10 items, in the order given at creation."
+    )
 
     @classmethod
-    def from_row(cls, row: Any, media: list[Any] | None = None) -> Post:
+    def build(cls, row: Any, media: list[Any], author: Any) -> Post:
+        ready = row.status == PostStatusValues.READY
         return cls(
             row=row,
             pk=row.id,
-            media_rows=media,
             id=strawberry.ID(to_global_id("Post", row.id)),
+            author=User.from_row(author),
             caption=row.caption,
             hashtags=list(row.hashtags),
             created_at=row.created_at,
             status=PostStatus(row.status),
+            media=[Media.from_row(item, ready=ready) for item in media],
         )
-
-    @strawberry.field(description="Who posted it.")
-    async def author(self, info: Info) -> User:
-        row = await info.context.loaders.user_by_id.load(self.row.author_id)
-        if row is None:  # pragma: no cover - authors are deleted with their posts (CASCADE)
-            raise RuntimeError(f"post {self.pk} has no author")
-        return User.from_row(row)
 
     @strawberry.field(description="Why processing failed; visible to the author only.")
     def failure_reason(self, info: Info) -> str | None:
         return self.row.failure_reason if info.context.viewer_id == self.row.author_id else None
 
-    @strawberry.field(description="1 to 10 items, in the order given at creation.")
-    async def media(self, info: Info) -> list[Media]:
-        rows = self.media_rows
-        if rows is None:
-            rows = await info.context.loaders.media_by_post_id.load(self.pk)
-        ready = self.row.status == PostStatusValues.READY
-        return [Media.from_row(row, ready=ready) for row in rows]
+
+async def build_posts(info: Info, posts: list[tuple[Any, list[Any] | None]]) -> list[Post]:
+    """Posts from rows (with their media when already loaded): the missing media and
+    every author come through the loaders, one batch each."""
+    loaders = info.context.loaders
+    missing = [row.id for row, media in posts if media is None]
+    loaded = dict(zip(missing, await loaders.media_by_post_id.load_many(missing), strict=True))
+    authors = await loaders.user_by_id.load_many(list({row.author_id for row, _ in posts}))
+    by_id = {author.id: author for author in authors if author is not None}
+    return [
+        Post.build(row, media if media is not None else loaded[row.id], by_id[row.author_id])
+        for row, media in posts
+    ]
 
 
 @strawberry.type(description="A post in a connection, with its cursor.")
@@ -164,10 +170,12 @@ class PostConnection:
     page_info: PageInfo = strawberry.field(description="Paging state.")
 
 
-def post_connection(rows: list[DbRow], size: int, *, has_previous: bool) -> PostConnection:
+async def post_connection(
+    info: Info, rows: list[DbRow], size: int, *, has_previous: bool
+) -> PostConnection:
     """A page from first + 1 rows ordered newest first; cursors are the post ids."""
-    page = rows[:size]
-    edges = [PostEdge(cursor=encode_cursor(row.id), node=Post.from_row(row)) for row in page]
+    posts = await build_posts(info, [(row, None) for row in rows[:size]])
+    edges = [PostEdge(cursor=encode_cursor(post.pk), node=post) for post in posts]
     return PostConnection(
         edges=edges,
         page_info=page_info(
@@ -283,7 +291,7 @@ async def user_posts(
     size = check_page_size(first)
     cursor = parse_cursor(after, 1)
     if not await can_see_posts_of(info, author_id):
-        return post_connection([], size, has_previous=cursor is not None)
+        return await post_connection(info, [], size, has_previous=cursor is not None)
     async with info.context.engine.connect() as conn:
         rows = await author_posts_page(
             conn=conn,
@@ -293,4 +301,4 @@ async def user_posts(
             after=cursor[0] if cursor else None,
         )
     info.context.loaders.post_by_id.prime_rows(rows[:size])
-    return post_connection(rows, size, has_previous=cursor is not None)
+    return await post_connection(info, rows, size, has_previous=cursor is not None)
