@@ -109,6 +109,9 @@ def _run(
         SECRET_KEY=settings.secret_key,
         ENV=settings.env,
     )
+    # Local upload targets and media URLs point at the API itself: follow --host/--port
+    # unless the public address was configured explicitly.
+    env.setdefault("PUBLIC_BASE_URL", f"http://{args.host}:{args.port}")
     uvicorn = [
         sys.executable, "-m", "uvicorn", "app:app",
         "--host", args.host, "--port", str(args.port),

@@ -629,7 +629,12 @@ async def zadd_ceiling(redis: Any, port: int, keys: list[str]) -> dict[str, Any]
 
 
 async def measure_fanout(
-    engine: Any, redis: Any, feeds: Any, settings: Any, authors: list[tuple[int, list[int]]]
+    engine: Any,
+    redis: Any,
+    feeds: Any,
+    settings: Any,
+    authors: list[tuple[int, list[int]]],
+    quick: bool = False,
 ) -> list[dict[str, Any]]:
     """Per author: the whole job (workers.feed.fan_out_post: PostgreSQL follower batches,
     bookkeeping, one Lua call per 1,000 followers), and FeedStore.fan_out alone (the Redis
@@ -642,7 +647,7 @@ async def measure_fanout(
     rows = []
     for author, followers in authors:
         size = len(followers)
-        repeats = max(3, min(50, 30_000 // size))
+        repeats = max(3, min(20 if quick else 50, 30_000 // size))
         job_seconds, lua_seconds, delivered, lua_delivered = [], [], 0, 0
         bar = tqdm(total=2 * repeats, desc=f"  fan-out to {size:,}", unit="post", leave=False)
         for index in range(repeats):
@@ -1369,7 +1374,9 @@ async def run(cfg: Config, pg_url: str, redis_url: str, redis_port: int, tmp: Pa
         fan_feeds = create_feed_store(redis, fan_settings)
         report["fanout"] = {
             "ceiling": ceiling,
-            "authors": await measure_fanout(engine, redis, fan_feeds, fan_settings, authors),
+            "authors": await measure_fanout(
+                engine, redis, fan_feeds, fan_settings, authors, quick=cfg.quick
+            ),
         }
         timings["fanout_s"] = round(time.monotonic() - started - sum(timings.values()), 1)
         report["versions"] = await versions(redis)

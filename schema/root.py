@@ -1,0 +1,223 @@
+"""The root of the GraphQL schema: per-domain root fields assembled into one Schema.
+
+`create_schema(settings)` adds the security extensions (depth, alias and token
+limits; no introspection or field suggestions in production) and the bounded
+parser and validation caches that make the hot path ~3x faster.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from graphql.validation import NoSchemaIntrospectionCustomRule
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.permission import BasePermission
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from resolvers import common as common_resolvers
+from resolvers import feed as feed_resolvers
+from resolvers import posts as post_resolvers
+from resolvers import users as user_resolvers
+from schema.common import Node, scalar_map
+from schema.context import IsAuthenticated
+from schema.errors import ErrorCode
+from schema.posts import (
+    CreatePostPayload,
+    DeletePayload,
+    Media,
+    Post,
+    PostConnection,
+    PostPayload,
+)
+from schema.users import AuthPayload, User, UserPayload
+from settings import Settings
+
+log = logging.getLogger("instagraph.errors")
+
+PARSER_CACHE_SIZE = 512
+VALIDATION_CACHE_SIZE = 512
+
+auth: list[type[BasePermission]] = [IsAuthenticated]
+
+
+@strawberry.type(description="Entry points for reading.")
+class Query:
+    node: Node | None = strawberry.field(
+        resolver=common_resolvers.resolve_node, description="Any object by its global ID."
+    )
+    viewer: User | None = strawberry.field(
+        resolver=user_resolvers.viewer, description="The logged-in user, or null."
+    )
+    user: User | None = strawberry.field(
+        resolver=user_resolvers.user, description="A user by username (case-insensitive)."
+    )
+    post: Post | None = strawberry.field(
+        resolver=post_resolvers.post,
+        description="A post by ID: READY ones for everyone, any state for its author.",
+    )
+    feed: PostConnection = strawberry.field(
+        resolver=feed_resolvers.feed,
+        permission_classes=auth,
+        description=(
+            "The viewer's home feed: READY posts by accounts they follow and their own, "
+            "newest first."
+        ),
+    )
+    search_users: list[User] = strawberry.field(
+        resolver=user_resolvers.search_users,
+        description="Users whose username starts with `query`, most followed first.",
+    )
+
+
+@strawberry.type(description="Entry points for writing.")
+class Mutation:
+    sign_up: AuthPayload = strawberry.mutation(
+        resolver=user_resolvers.sign_up, description="Create an account and log in."
+    )
+    log_in: AuthPayload = strawberry.mutation(
+        resolver=user_resolvers.log_in, description="Exchange credentials for a bearer token."
+    )
+    update_profile: UserPayload = strawberry.mutation(
+        resolver=user_resolvers.update_profile,
+        permission_classes=auth,
+        description="Change the viewer's profile; omitted arguments stay as they are.",
+    )
+    follow: UserPayload = strawberry.mutation(
+        resolver=user_resolvers.follow,
+        permission_classes=auth,
+        description="Idempotent. On a private account this files a follow request instead.",
+    )
+    unfollow: UserPayload = strawberry.mutation(
+        resolver=user_resolvers.unfollow, permission_classes=auth, description="Idempotent."
+    )
+    approve_follow_request: UserPayload = strawberry.mutation(
+        resolver=user_resolvers.approve_follow_request,
+        permission_classes=auth,
+        description="Let a user who asked to follow the viewer's private account follow it.",
+    )
+    decline_follow_request: UserPayload = strawberry.mutation(
+        resolver=user_resolvers.decline_follow_request,
+        permission_classes=auth,
+        description="Refuse a pending follow request.",
+    )
+    block: UserPayload = strawberry.mutation(
+        resolver=user_resolvers.block,
+        permission_classes=auth,
+        description="Block a user: follows both ways end and cannot be made again. Idempotent.",
+    )
+    unblock: UserPayload = strawberry.mutation(
+        resolver=user_resolvers.unblock, permission_classes=auth, description="Idempotent."
+    )
+    create_post: CreatePostPayload = strawberry.mutation(
+        resolver=post_resolvers.create_post,
+        permission_classes=auth,
+        description="Creates a PENDING post and one upload target per media item.",
+    )
+    complete_upload: PostPayload = strawberry.mutation(
+        resolver=post_resolvers.complete_upload,
+        permission_classes=auth,
+        description=(
+            "Tells the server the bytes are uploaded. The server checks the blob store "
+            "itself; it never trusts the client's word."
+        ),
+    )
+    delete_post: DeletePayload = strawberry.mutation(
+        resolver=post_resolvers.delete_post,
+        permission_classes=auth,
+        description="Author only. Hides the post everywhere at once; its files go soon after.",
+    )
+
+
+@strawberry.type(description="Live updates over WebSocket (graphql-transport-ws).")
+class Subscription:
+    feed_item_added: Post = strawberry.subscription(  # type: ignore[assignment]  # Strawberry declares a subscription by its item type
+        resolver=feed_resolvers.feed_item_added,
+        permission_classes=auth,
+        description="READY posts entering the viewer's home feed, as they arrive.",
+    )
+
+
+_TOO_COMPLEX = re.compile(
+    r"exceeds maximum operation depth|aliases found\. Allowed|more than \d+ tokens", re.I
+)
+
+
+class InstagraphSchema(strawberry.Schema):
+    """Classifies every error once: expected ones keep their code, client mistakes get
+    INVALID_INPUT or QUERY_TOO_COMPLEX, and anything else is a bug: logged with the
+    request id and, in production, masked as `Unexpected error.`."""
+
+    def __init__(self, *args: Any, production: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.production = production
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        context = execution_context.context if execution_context else None
+        request_id = getattr(context, "request_id", None)
+        for error in errors:
+            extensions = error.extensions if error.extensions is not None else {}
+            error.extensions = extensions
+            if "code" in extensions:
+                continue
+            if error.path is None:
+                # Parse, validation or variable errors: the client sent something wrong.
+                too_complex = _TOO_COMPLEX.search(error.message)
+                code = ErrorCode.QUERY_TOO_COMPLEX if too_complex else ErrorCode.INVALID_INPUT
+                extensions["code"] = code.value
+                continue
+            log.error(
+                "unexpected error in request %s at %s",
+                request_id,
+                ".".join(str(p) for p in error.path),
+                exc_info=error.original_error or error,
+            )
+            extensions["code"] = "INTERNAL_SERVER_ERROR"
+            extensions["requestId"] = request_id
+            if self.production:
+                error.message = "Unexpected error."
+
+
+def _limit_rules(settings: Settings) -> list[Any]:
+    # Built once per schema, not per request: the limiters create a new rule class per
+    # instance, which would make every request miss the validation cache.
+    rules = [
+        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
+    ]
+    if settings.is_production:
+        rules.append(NoSchemaIntrospectionCustomRule)
+    return rules
+
+
+def create_schema(settings: Settings) -> InstagraphSchema:
+    rules = _limit_rules(settings)
+    return InstagraphSchema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        types=[User, Post, Media],
+        extensions=[
+            lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
+            lambda: AddValidationRules(rules),
+            lambda: ParserCache(maxsize=PARSER_CACHE_SIZE),
+            lambda: ValidationCache(maxsize=VALIDATION_CACHE_SIZE),
+        ],
+        config=StrawberryConfig(
+            disable_field_suggestions=settings.is_production, scalar_map=scalar_map()
+        ),
+        production=settings.is_production,
+    )
