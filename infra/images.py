@@ -34,6 +34,7 @@ from av.filter import Graph
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 from PIL import Image, ImageCms, ImageFile, ImageOps
+from pillow_heif import register_heif_opener
 
 # --- Limits ------------------------------------------------------------------------------
 
@@ -64,7 +65,10 @@ POSTER_AT_SECONDS: Final = 0.5
 # How many leading bytes sniff_content_type needs; callers may pass more.
 SNIFF_BYTES: Final = 64
 
-PHOTO_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/webp"})
+# HEIC (iPhone photos) decodes through the maintained pillow-heif plugin (libheif).
+register_heif_opener()
+
+PHOTO_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/webp", "image/heic"})
 VIDEO_TYPES: Final = frozenset({"video/mp4", "video/quicktime", "video/webm"})
 SIZES: Final = {"THUMB": 150, "FEED": 640, "FULL": 1080}
 FORMATS: Final = ("JPEG", "WEBP")
@@ -81,19 +85,20 @@ PLACEHOLDER_COMPONENTS: Final = (4, 3)
 
 # Pillow's plugin names; MPO (multi-picture JPEGs from some phones) comes in through the
 # JPEG plugin's factory and is a JPEG for our purposes.
-_PILLOW_FORMATS: Final = ("JPEG", "PNG", "WEBP")
+_PILLOW_FORMATS: Final = ("JPEG", "PNG", "WEBP", "HEIF")
 _FORMAT_TYPES: Final = {
     "JPEG": "image/jpeg",
     "MPO": "image/jpeg",
     "PNG": "image/png",
     "WEBP": "image/webp",
+    "HEIF": "image/heic",
 }
 _CONTENT_TYPES: Final = {"JPEG": "image/jpeg", "WEBP": "image/webp"}
 # The demuxer for each accepted container, named explicitly so that FFmpeg never probes:
 # probing is how a ".mp4" that is really an HLS playlist gets to read local files.
 _DEMUXERS: Final = {"video/mp4": "mov", "video/quicktime": "mov", "video/webm": "matroska"}
 
-_NOT_AN_IMAGE: Final = "The file is not a JPEG, PNG or WebP image."
+_NOT_AN_IMAGE: Final = "The file is not a JPEG, PNG, WebP or HEIC image."
 _TOO_LARGE: Final = "The image is too large to process."
 _CORRUPT: Final = "The image file is truncated or corrupt."
 _BAD_VIDEO: Final = "The video could not be read."
@@ -189,7 +194,7 @@ def sniff_content_type(head: bytes) -> str | None:
 
 
 def render_photo(path: Path) -> PhotoResult:
-    """Decode a JPEG, PNG or WebP photo and produce its THUMB/FEED/FULL renditions.
+    """Decode a JPEG, PNG, WebP or HEIC photo and produce its THUMB/FEED/FULL renditions.
 
     The type is taken from the file's content. JPEGs are decoded at the smallest DCT scale
     that still covers the largest rendition, then EXIF orientation is applied, transparency
@@ -201,8 +206,6 @@ def render_photo(path: Path) -> PhotoResult:
     with path.open("rb") as fp:
         head = fp.read(SNIFF_BYTES)
         sniffed = sniff_content_type(head)
-        if sniffed == "image/heic":
-            raise MediaRejected("HEIC photos are not supported; please upload a JPEG.")
         if sniffed not in PHOTO_TYPES:
             raise MediaRejected(_NOT_AN_IMAGE)
         fp.seek(0)

@@ -158,3 +158,10 @@ def video_bytes(tmp_path: Path, **options: object) -> bytes:
     path = tmp_path / "clip.mp4"
     make_video(path, **options)  # type: ignore[arg-type]
     return path.read_bytes()
+
+
+def heic_bytes(width: int, height: int) -> bytes:
+    """An iPhone-style HEIC photo of the gradient (encoded by pillow-heif's libheif)."""
+    buffer = io.BytesIO()
+    gradient(width, height).save(buffer, format="HEIF")
+    return buffer.getvalue()

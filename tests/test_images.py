@@ -78,7 +78,7 @@ def test_sniff_content_type(head: bytes, expected: str | None) -> None:
 
 
 def test_type_sets() -> None:
-    assert {"image/jpeg", "image/png", "image/webp"} == PHOTO_TYPES
+    assert {"image/jpeg", "image/png", "image/webp", "image/heic"} == PHOTO_TYPES
     assert {"video/mp4", "video/quicktime", "video/webm"} == VIDEO_TYPES
     assert not PHOTO_TYPES & VIDEO_TYPES
 
@@ -285,14 +285,31 @@ def test_text_file_is_not_an_image(tmp_path: Path) -> None:
 
     with pytest.raises(MediaRejected) as caught:
         render_photo(source)
-    assert caught.value.reason == "The file is not a JPEG, PNG or WebP image."
+    assert caught.value.reason == "The file is not a JPEG, PNG, WebP or HEIC image."
 
 
-def test_heic_gets_a_specific_refusal(tmp_path: Path) -> None:
+def test_heic_is_decoded_oriented_and_stripped(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 29.0)}
     source = tmp_path / "IMG_0001.HEIC"
+    gradient(800, 600).save(source, format="HEIF", exif=exif.tobytes())
+    assert sniff_content_type(source.read_bytes()[:64]) == "image/heic"
+
+    result = render_photo(source)
+
+    assert (result.width, result.height, result.detected_type) == (600, 800, "image/heic")
+    renditions = by_key(result)
+    assert (renditions[("FEED", "JPEG")].width, renditions[("FEED", "JPEG")].height) == (600, 800)
+    for rendition in result.renditions:
+        assert len(reopen(rendition).getexif()) == 0
+
+
+def test_a_truncated_heic_is_rejected(tmp_path: Path) -> None:
+    source = tmp_path / "IMG_0002.HEIC"
     source.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200))
 
-    with pytest.raises(MediaRejected, match="HEIC"):
+    with pytest.raises(MediaRejected):
         render_photo(source)
 
 

@@ -11,7 +11,13 @@ from PIL import Image
 from sqlalchemy import text
 
 from infra.ids import from_global_id, to_global_id
-from tests.media_samples import bomb_png_bytes, jpeg_bytes, png_with_alpha_bytes, video_bytes
+from tests.media_samples import (
+    bomb_png_bytes,
+    heic_bytes,
+    jpeg_bytes,
+    png_with_alpha_bytes,
+    video_bytes,
+)
 from tests.posting import COMPLETE, POST, create_post, publish, read_public, upload, wait_for_post
 from workers.media import sweep_posts
 
@@ -77,7 +83,11 @@ async def test_bad_files_fail_the_post_with_a_reason(media_server, gql, factory,
     cases = [
         ("image/jpeg", truncated, "truncated or corrupt"),
         ("image/png", bomb_png_bytes(tmp_path), "too large"),
-        ("image/jpeg", b"this is a text file, not a photo\n" * 40, "is not a JPEG, PNG or WebP"),
+        (
+            "image/jpeg",
+            b"this is a text file, not a photo\n" * 40,
+            "is not a JPEG, PNG, WebP or HEIC",
+        ),
         ("video/mp4", b"\x00\x00\x00\x18ftypmp42" + bytes(3000), "could not be read"),
     ]
     for content_type, data, reason in cases:
@@ -89,6 +99,19 @@ async def test_bad_files_fail_the_post_with_a_reason(media_server, gql, factory,
         # Nobody else sees a post that never became READY.
         assert (await gql(POST, token=other.token, id=post_id))["post"] is None
     assert (await gql(USER_POSTS, name="author"))["user"]["postCount"] == 0
+
+
+async def test_an_iphone_heic_photo_becomes_jpeg_and_webp_renditions(
+    media_server, gql, factory, tmp_path
+):
+    author = await factory.user("author")
+    post_id = await publish(gql, author.token, [("image/heic", heic_bytes(1200, 900))])
+    post = await wait_for_post(gql, author.token, post_id)
+    assert post["status"] == "READY", post["failureReason"]
+    assert (post["media"][0]["width"], post["media"][0]["height"]) == (1200, 900)
+    assert (
+        image(await read_public(media_server, post["media"][0]["full"], tmp_path)).format == "JPEG"
+    )
 
 
 async def test_a_short_video_gets_a_poster_and_an_mp4(media_server, gql, factory, tmp_path):

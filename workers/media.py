@@ -76,7 +76,11 @@ async def _verify(storage: Storage, settings: Settings, item: DbRow) -> str:
     accepted = PHOTO_TYPES if item.kind == "PHOTO" else VIDEO_TYPES
     if detected not in accepted:
         await storage.delete_many([item.original_key])
-        what = "a JPEG, PNG or WebP photo" if item.kind == "PHOTO" else "an MP4, MOV or WebM video"
+        what = (
+            "a JPEG, PNG, WebP or HEIC photo"
+            if item.kind == "PHOTO"
+            else "an MP4, MOV or WebM video"
+        )
         raise MediaRejected(f"Media {number} is not {what}.")
     return detected
 
