@@ -34,21 +34,43 @@ class FollowOutcome(Enum):
 
 async def _adjust_counts(
     conn: AsyncConnection, *, follower_id: int, followee_id: int, delta: int
-) -> None:
+) -> int:
+    """Move both counters; returns the followee's follower count as this transaction
+    left it (exact even under concurrency: the row lock orders the updates)."""
+    followers = 0
     for user_id in sorted((follower_id, followee_id)):
         column = "following_count" if user_id == follower_id else "follower_count"
-        await conn.execute(
-            update(users).where(users.c.id == user_id).values({column: users.c[column] + delta})
+        count = await conn.scalar(
+            update(users)
+            .where(users.c.id == user_id)
+            .values({column: users.c[column] + delta})
+            .returning(users.c.follower_count)
         )
+        if user_id == followee_id:
+            followers = int(count or 0)
+    return followers
+
+
+async def _lock_pair(conn: AsyncConnection, *, viewer_id: int, target_id: int) -> DbRow:
+    """Lock both users' rows in id order (follow and block then cannot interleave), and
+    return the target's row; NOT_FOUND if it does not exist."""
+    rows = (
+        await conn.execute(
+            select(users.c.id, users.c.is_private)
+            .where(users.c.id.in_([viewer_id, target_id]))
+            .order_by(users.c.id)
+            .with_for_update(key_share=True)
+        )
+    ).all()
+    target = next((row for row in rows if row.id == target_id), None)
+    if target is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "No such user.", field="userId")
+    return target
 
 
 async def _target(conn: AsyncConnection, *, viewer_id: int, target_id: int) -> DbRow:
     """The target's privacy flag, or NOT_FOUND; FORBIDDEN when a block stands between them."""
-    row = (
-        await conn.execute(select(users.c.id, users.c.is_private).where(users.c.id == target_id))
-    ).one_or_none()
-    if row is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "No such user.", field="userId")
+    row = await _lock_pair(conn, viewer_id=viewer_id, target_id=target_id)
     blocked = await conn.scalar(
         select(blocks.c.blocker_id).where(
             or_(
@@ -62,8 +84,9 @@ async def _target(conn: AsyncConnection, *, viewer_id: int, target_id: int) -> D
     return row
 
 
-async def add_follow(*, conn: AsyncConnection, follower_id: int, followee_id: int) -> bool:
-    """Create the edge; False when it existed already. Counters move only on a real insert."""
+async def add_follow(*, conn: AsyncConnection, follower_id: int, followee_id: int) -> int | None:
+    """Create the edge and return the followee's new follower count; None when the edge
+    existed already (counters move only on a real insert)."""
     inserted = await conn.scalar(
         insert(follows)
         .values(follower_id=follower_id, followee_id=followee_id)
@@ -71,13 +94,15 @@ async def add_follow(*, conn: AsyncConnection, follower_id: int, followee_id: in
         .returning(follows.c.id)
     )
     if inserted is None:
-        return False
-    await _adjust_counts(conn, follower_id=follower_id, followee_id=followee_id, delta=1)
-    return True
+        return None
+    return await _adjust_counts(conn, follower_id=follower_id, followee_id=followee_id, delta=1)
 
 
-async def follow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> FollowOutcome:
-    """Follow a user, or file a request when the account is private. Idempotent."""
+async def follow(
+    *, conn: AsyncConnection, viewer_id: int, target_id: int
+) -> tuple[FollowOutcome, int | None]:
+    """Follow a user, or file a request when the account is private. Idempotent. Returns
+    the outcome and, for a new edge, the target's new follower count."""
     if viewer_id == target_id:
         raise DomainError(ErrorCode.INVALID_INPUT, "You cannot follow yourself.", field="userId")
     target = await _target(conn, viewer_id=viewer_id, target_id=target_id)
@@ -87,31 +112,31 @@ async def follow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> Fo
         )
     )
     if already is not None:
-        return FollowOutcome.FOLLOWING
+        return FollowOutcome.FOLLOWING, None
     if target.is_private:
         await conn.execute(
             insert(requests)
             .values(requester_id=viewer_id, target_id=target_id)
             .on_conflict_do_nothing()
         )
-        return FollowOutcome.REQUESTED
-    added = await add_follow(conn=conn, follower_id=viewer_id, followee_id=target_id)
-    return FollowOutcome.FOLLOWED if added else FollowOutcome.FOLLOWING
+        return FollowOutcome.REQUESTED, None
+    count = await add_follow(conn=conn, follower_id=viewer_id, followee_id=target_id)
+    return (FollowOutcome.FOLLOWED if count is not None else FollowOutcome.FOLLOWING), count
 
 
-async def remove_follow(*, conn: AsyncConnection, follower_id: int, followee_id: int) -> bool:
+async def remove_follow(*, conn: AsyncConnection, follower_id: int, followee_id: int) -> int | None:
+    """Remove the edge and return the followee's new follower count; None if there was none."""
     removed = await conn.scalar(
         delete(follows)
         .where(follows.c.follower_id == follower_id, follows.c.followee_id == followee_id)
         .returning(follows.c.id)
     )
     if removed is None:
-        return False
-    await _adjust_counts(conn, follower_id=follower_id, followee_id=followee_id, delta=-1)
-    return True
+        return None
+    return await _adjust_counts(conn, follower_id=follower_id, followee_id=followee_id, delta=-1)
 
 
-async def unfollow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> bool:
+async def unfollow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> int | None:
     """Remove the edge and any pending request. Idempotent; a missing user is NOT_FOUND."""
     exists = await conn.scalar(select(users.c.id).where(users.c.id == target_id))
     if exists is None:
@@ -135,7 +160,9 @@ async def _take_request(conn: AsyncConnection, *, viewer_id: int, requester_id: 
         raise DomainError(ErrorCode.NOT_FOUND, "No pending request from this user.", field="userId")
 
 
-async def approve_request(*, conn: AsyncConnection, viewer_id: int, requester_id: int) -> bool:
+async def approve_request(
+    *, conn: AsyncConnection, viewer_id: int, requester_id: int
+) -> int | None:
     """Turn a pending request to follow the viewer into a follow."""
     await _take_request(conn, viewer_id=viewer_id, requester_id=requester_id)
     return await add_follow(conn=conn, follower_id=requester_id, followee_id=viewer_id)
@@ -145,13 +172,14 @@ async def decline_request(*, conn: AsyncConnection, viewer_id: int, requester_id
     await _take_request(conn, viewer_id=viewer_id, requester_id=requester_id)
 
 
-async def block(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> tuple[bool, bool]:
-    """Block a user: both follow edges and pending requests go. Idempotent."""
+async def block(
+    *, conn: AsyncConnection, viewer_id: int, target_id: int
+) -> tuple[int | None, int | None]:
+    """Block a user: both follow edges and pending requests go. Idempotent. Returns the
+    new follower counts of the target and of the viewer where an edge was removed."""
     if viewer_id == target_id:
         raise DomainError(ErrorCode.INVALID_INPUT, "You cannot block yourself.", field="userId")
-    exists = await conn.scalar(select(users.c.id).where(users.c.id == target_id))
-    if exists is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "No such user.", field="userId")
+    await _lock_pair(conn, viewer_id=viewer_id, target_id=target_id)
     await conn.execute(
         insert(blocks).values(blocker_id=viewer_id, blocked_id=target_id).on_conflict_do_nothing()
     )

@@ -326,7 +326,12 @@ async def mark_failed(*, conn: AsyncConnection, post_id: int, reason: str) -> bo
 async def delete_post(*, conn: AsyncConnection, post_id: int, viewer_id: int) -> DbRow:
     """Hide the post from every view at once; its objects are deleted by a job."""
     row = owned_post(await post_row(conn=conn, post_id=post_id, lock=True), viewer_id)
-    await conn.execute(update(posts).where(posts.c.id == post_id).values(deleted_at=func.now()))
+    # The key is freed too: a client may reuse it for a new post.
+    await conn.execute(
+        update(posts)
+        .where(posts.c.id == post_id)
+        .values(deleted_at=func.now(), idempotency_key=None)
+    )
     if row.status == PostStatus.READY:
         await conn.execute(
             update(users)
@@ -401,6 +406,11 @@ async def abandon_pending(*, conn: AsyncConnection, post_id: int) -> list[DbRow]
     await conn.execute(
         update(posts)
         .where(posts.c.id == post_id, posts.c.status == PostStatus.PENDING)
-        .values(deleted_at=func.now(), status=PostStatus.FAILED, failure_reason="Upload abandoned.")
+        .values(
+            deleted_at=func.now(),
+            status=PostStatus.FAILED,
+            failure_reason="Upload abandoned.",
+            idempotency_key=None,
+        )
     )
     return rows

@@ -17,6 +17,8 @@ import orjson
 from redis.asyncio import Redis
 
 TOMBSTONE = b"-"
+# Longer than any request takes between reading a row and caching it.
+FORGET_SECONDS = 10
 _DATETIMES = ("created_at", "status_changed_at", "deleted_at")
 
 
@@ -51,18 +53,26 @@ class RecordCache:
 
     async def get_users(self, user_ids: Sequence[int]) -> dict[int, Record]:
         blobs = await self.redis.mget([user_key(i) for i in user_ids])
-        return {i: _decode(orjson.loads(b)) for i, b in zip(user_ids, blobs, strict=True) if b}
+        return {
+            i: _decode(orjson.loads(b))
+            for i, b in zip(user_ids, blobs, strict=True)
+            if b and b != TOMBSTONE
+        }
 
     async def put_users(self, rows: Iterable[Any]) -> None:
+        # NX: a fill never overwrites the short tombstone a writer left (see forget_users).
         pipe = self.redis.pipeline(transaction=False)
         for row in rows:
-            pipe.set(user_key(row.id), orjson.dumps(as_dict(row)), ex=self.ttl)
+            pipe.set(user_key(row.id), orjson.dumps(as_dict(row)), ex=self.ttl, nx=True)
         await pipe.execute()
 
     async def forget_users(self, user_ids: Iterable[int]) -> None:
-        keys = [user_key(i) for i in user_ids]
-        if keys:
-            await self.redis.delete(*keys)
+        """After a user's row changed: a short tombstone instead of a delete, so that a
+        reader who fetched the old row just before the commit cannot cache it again."""
+        pipe = self.redis.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.set(user_key(user_id), TOMBSTONE, ex=FORGET_SECONDS)
+        await pipe.execute()
 
     async def get_posts(
         self, post_ids: Sequence[int]

@@ -86,11 +86,13 @@ end
 return added
 """
 
-# KEYS: feed. ARGV: cap, then score/member pairs. Merge posts into one maintained feed.
+# KEYS: feed. ARGV: cap, sentinel state ('0' complete, '1' truncated, '' unchanged), then
+# score/member pairs. Merge posts into one maintained feed (a missing feed is left alone).
 MERGE_LUA = """
-local feed, cap = KEYS[1], tonumber(ARGV[1])
+local feed, cap, state = KEYS[1], tonumber(ARGV[1]), ARGV[2]
 if not redis.call('ZSCORE', feed, '0') then return 0 end
-for i = 2, #ARGV, 2 do
+if state ~= '' then redis.call('ZADD', feed, 'XX', tonumber(state), '0') end
+for i = 3, #ARGV, 2 do
   redis.call('ZADD', feed, ARGV[i], ARGV[i + 1])
 end
 local extra = redis.call('ZCARD', feed) - cap - 1
@@ -99,6 +101,12 @@ if extra > 0 then
   redis.call('ZADD', feed, 'XX', 1, '0')
 end
 return 1
+"""
+
+
+UNLOCK_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -139,6 +147,7 @@ class FeedStore:
         self.cluster = cluster
         self._fan_out = redis.register_script(FAN_OUT_LUA)
         self._merge = redis.register_script(MERGE_LUA)
+        self._unlock = redis.register_script(UNLOCK_LUA)
 
     async def read(self, viewer_id: int, *, below: int | None, count: int) -> FeedPage:
         """The viewer's next `count` ids below the cursor, the feed's state and the cached
@@ -194,11 +203,25 @@ class FeedStore:
         pipe.set(seen_key(viewer_id), 1, ex=self.inactive_after)
         await pipe.execute()
 
+    async def begin_rebuild(self, viewer_id: int) -> None:
+        """Open an empty feed marked truncated before reading PostgreSQL: fan-outs from
+        now on land in it, and readers meanwhile continue from PostgreSQL."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(feed_key(viewer_id))
+        pipe.zadd(feed_key(viewer_id), {"0": TRUNCATED})
+        pipe.set(seen_key(viewer_id), 1, ex=self.inactive_after)
+        await pipe.execute()
+
+    async def finish_rebuild(self, viewer_id: int, ids: list[int], *, truncated: bool) -> None:
+        """Add the rebuilt ids (merging with anything fanned out meanwhile)."""
+        await self._merge_ids(viewer_id, ids, state="1" if truncated else "0")
+
     async def lock_rebuild(self, viewer_id: int, token: str) -> bool:
         return bool(await self.redis.set(f"rebuild:{{{viewer_id}}}", token, nx=True, px=5000))
 
-    async def unlock_rebuild(self, viewer_id: int) -> None:
-        await self.redis.delete(f"rebuild:{{{viewer_id}}}")
+    async def unlock_rebuild(self, viewer_id: int, token: str) -> None:
+        """Release the lock only if it is still ours (a slow rebuild may have lost it)."""
+        await self._unlock(keys=[f"rebuild:{{{viewer_id}}}"], args=[token])
 
     async def fan_out(self, follower_ids: list[int], post_id: int) -> int:
         """Add a post to the maintained feeds of a batch of followers, in Redis itself:
@@ -219,12 +242,15 @@ class FeedStore:
     async def recent_author_posts(self, author_id: int) -> list[int]:
         return [int(i) for i in await self.redis.zrange(posts_key(author_id), 0, -1)]
 
-    async def merge_into(self, viewer_id: int, post_ids: list[int]) -> None:
+    async def merge_into(self, viewer_id: int, post_ids: list[int], *, more: bool = False) -> None:
         """Add posts to one maintained feed (follow backfill); a missing feed is left for
-        the next read to rebuild."""
-        if not post_ids:
-            return
-        args: list[int | str] = [self.cap]
+        the next read to rebuild. `more`: older posts exist beyond these, so the feed
+        must continue in PostgreSQL past its end."""
+        if post_ids:
+            await self._merge_ids(viewer_id, post_ids, state="1" if more else "")
+
+    async def _merge_ids(self, viewer_id: int, post_ids: list[int], *, state: str) -> None:
+        args: list[int | str] = [self.cap, state]
         for post_id in post_ids:
             args += [post_id, post_id]
         await self._merge(keys=[feed_key(viewer_id)], args=args)

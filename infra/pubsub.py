@@ -50,16 +50,18 @@ class PubSubHub:
     async def _join(
         self, channels: Sequence[str], queue: asyncio.Queue[bytes], user_id: int
     ) -> None:
+        """Subscribe and mark presence first, register last: if Redis fails on the way,
+        nothing is left registered that would keep a later listener from subscribing."""
         async with self._lock:
             if self._pubsub is None:
                 self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             new = [c for c in channels if not self._queues.get(c)]
-            for channel in channels:
-                self._queues[channel].add(queue)
             if new:
                 await self._pubsub.subscribe(*new)
-            self._present[user_id] += 1
             await self.redis.set(live_key(user_id), 1, ex=PRESENCE_TTL_SECONDS)
+            for channel in channels:
+                self._queues[channel].add(queue)
+            self._present[user_id] += 1
             if self._reader is None or self._reader.done():
                 self._reader = asyncio.create_task(self._read())
             if self._presence is None or self._presence.done():
@@ -71,15 +73,17 @@ class PubSubHub:
         async with self._lock:
             unused = []
             for channel in channels:
-                self._queues[channel].discard(queue)
-                if not self._queues[channel]:
+                listeners = self._queues[channel]
+                listeners.discard(queue)
+                if not listeners:
                     del self._queues[channel]
                     unused.append(channel)
-            if unused and self._pubsub is not None:
-                await self._pubsub.unsubscribe(*unused)
             self._present[user_id] -= 1
             if self._present[user_id] <= 0:
-                del self._present[user_id]  # presence expires by TTL (another process may hold it)
+                # Presence expires by its TTL: another process may still hold the user.
+                del self._present[user_id]
+            if unused and self._pubsub is not None:
+                await self._pubsub.unsubscribe(*unused)
 
     async def _read(self) -> None:
         assert self._pubsub is not None

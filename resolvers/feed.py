@@ -40,15 +40,18 @@ async def _rebuild(info: Info, viewer_id: int, below: int | None, count: int) ->
     time: concurrent requests wait for the rebuild instead of repeating it."""
     feeds = info.context.feeds
     cap = info.context.settings.feed_cap
-    if await feeds.lock_rebuild(viewer_id, uuid.uuid4().hex):
+    token = uuid.uuid4().hex
+    if await feeds.lock_rebuild(viewer_id, token):
         try:
+            # Opened before reading PostgreSQL, so a post fanned out meanwhile is kept.
+            await feeds.begin_rebuild(viewer_id)
             async with info.context.engine.connect() as conn:
                 ids = await feed_domain.home_feed_ids(
                     conn=conn, viewer_id=viewer_id, below=None, limit=cap + 1
                 )
-            await feeds.write_rebuilt(viewer_id, ids[:cap], truncated=len(ids) > cap)
+            await feeds.finish_rebuild(viewer_id, ids[:cap], truncated=len(ids) > cap)
         finally:
-            await feeds.unlock_rebuild(viewer_id)
+            await feeds.unlock_rebuild(viewer_id, token)
         return await feeds.read(viewer_id, below=below, count=count)
     deadline = asyncio.get_running_loop().time() + REBUILD_WAIT_SECONDS
     while asyncio.get_running_loop().time() < deadline:
@@ -77,14 +80,19 @@ async def feed(info: Info, first: int | None = 20, after: str | None = None) -> 
         page = await _rebuild(info, viewer_id, below, want)
     celebrities = await _celebrities(info, viewer_id, page)
     pulled = await feeds.author_posts(celebrities, below=below, count=want)
-    ids = sorted(set(page.ids) | set(pulled), reverse=True)[:want]
-    if len(ids) <= size and page.truncated:
-        # Past what Redis holds: continue seamlessly from PostgreSQL.
-        floor = min(ids) if ids else below
-        async with info.context.engine.connect() as conn:
-            ids += await feed_domain.home_feed_ids(
-                conn=conn, viewer_id=viewer_id, below=floor, limit=want - len(ids)
-            )
+    if page.truncated and len(page.ids) < want:
+        # Past what Redis holds: below its lowest id only PostgreSQL, which covers every
+        # followed author (celebrities too), knows the order; continue from there.
+        floor = min(page.ids) if page.ids else below
+        above = [p for p in pulled if floor is None or p > floor]
+        ids = sorted(set(page.ids) | set(above), reverse=True)[:want]
+        if len(ids) < want:
+            async with info.context.engine.connect() as conn:
+                ids += await feed_domain.home_feed_ids(
+                    conn=conn, viewer_id=viewer_id, below=floor, limit=want - len(ids)
+                )
+    else:
+        ids = sorted(set(page.ids) | set(pulled), reverse=True)[:want]
 
     records = await info.context.loaders.post_by_id.load_many(ids)
     shown = [r for r in records if r is not None and r.post.status == PostStatus.READY]
@@ -117,6 +125,11 @@ async def feed_item_added(info: Info) -> AsyncGenerator[Post, None]:
         # Fresh loaders per event: a long-lived subscription must not serve stale rows.
         context.loaders = Loaders(context.engine, context.cache, viewer_id)
         record = await context.loaders.post_by_id.load(int(message))
-        if record is not None and record.post.status == PostStatus.READY:
-            [post] = await build_posts(info, [(record.post, record.media)])
-            yield post
+        if record is None or record.post.status != PostStatus.READY:
+            continue
+        author_id = record.post.author_id
+        # Checked per event: an unfollow or a block must stop a celebrity's channel too.
+        if author_id != viewer_id and not await context.loaders.followed_by_viewer.load(author_id):
+            continue
+        [post] = await build_posts(info, [(record.post, record.media)])
+        yield post

@@ -107,14 +107,17 @@ async def create_post(info: Info, input: CreatePostInput) -> CreatePostPayload:
     )
     if errors:
         return CreatePostPayload(errors=[UserError.from_error(e) for e in errors])
-    async with info.context.engine.begin() as conn:
-        created = await post_domain.create_post(
-            conn=conn,
-            author_id=viewer_id,
-            caption=input.caption,
-            items=items,
-            idempotency_key=input.idempotency_key,
-        )
+    try:
+        async with info.context.engine.begin() as conn:
+            created = await post_domain.create_post(
+                conn=conn,
+                author_id=viewer_id,
+                caption=input.caption,
+                items=items,
+                idempotency_key=input.idempotency_key,
+            )
+    except DomainError as exc:
+        return CreatePostPayload(errors=[UserError.from_error(exc)])
     if created.post.author_id != viewer_id:  # pragma: no cover - keys are per author
         raise RuntimeError("idempotency key matched another author's post")
     uploads = await _targets(info, created) if created.post.status == PostStatus.PENDING else []

@@ -122,8 +122,8 @@ async def update_profile(
     return UserPayload(user=User.from_row(row))
 
 
-# An edge that really changed: (follower, followee, added).
-EdgeChange = tuple[int, int, bool]
+# An edge that really changed: (follower, followee, added, followee's new follower count).
+EdgeChange = tuple[int, int, bool, int]
 GraphChange = Callable[..., Awaitable[list[EdgeChange]]]
 
 
@@ -142,50 +142,54 @@ async def _change_graph(info: Info, user_id: strawberry.ID, change: GraphChange)
     loaders = info.context.loaders
     loaders.forget_follow_state(target_id)
     loaders.user_by_id.clear(viewer_id)
-    for follower_id, followee_id, added in changes:
-        await _update_feed(info, follower_id, followee_id, added=added)
+    for follower_id, followee_id, added, followers in changes:
+        await _update_feed(info, follower_id, followee_id, added=added, followers=followers)
     return UserPayload(user=await load_user(info, target_id))
 
 
-async def _update_feed(info: Info, follower_id: int, followee_id: int, *, added: bool) -> None:
+async def _update_feed(
+    info: Info, follower_id: int, followee_id: int, *, added: bool, followers: int
+) -> None:
     """Follow backfills the followee's recent posts into the follower's feed; unfollow
     takes them out. A followee crossing the celebrity threshold stales every cached
     celebrity list, and one falling below it gets its recent posts pushed to followers
     (readers stop pulling them)."""
     context = info.context
     settings = context.settings
+    cap = settings.feed_cap
     async with context.engine.connect() as conn:
-        recent = await feed_domain.recent_post_ids(
-            conn=conn, author_id=followee_id, limit=settings.feed_cap
-        )
+        recent = await feed_domain.recent_post_ids(conn=conn, author_id=followee_id, limit=cap + 1)
     if added:
-        await context.feeds.merge_into(follower_id, recent)
+        # More than the cap: the feed must continue in PostgreSQL past its end.
+        await context.feeds.merge_into(follower_id, recent[:cap], more=len(recent) > cap)
     else:
         await context.feeds.remove_from_feed(follower_id, recent)
     await context.feeds.forget_celebrities(follower_id)
-    row = await context.loaders.user_by_id.load(followee_id)
+    # The count this transaction left: exactly one change sees the threshold crossed.
     threshold = settings.celebrity_follower_threshold
-    if row is not None and row.follower_count == (threshold if added else threshold - 1):
+    if followers == (threshold if added else threshold - 1):
         await context.feeds.bump_celebrity_epoch()
         if not added:
             await context.jobs.enqueue_job("backfill_author", followee_id)
 
 
 async def _follow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:
-    outcome = await follow_domain.follow(conn=conn, viewer_id=viewer_id, target_id=target_id)
-    return [(viewer_id, target_id, True)] if outcome is FollowOutcome.FOLLOWED else []
+    outcome, count = await follow_domain.follow(conn=conn, viewer_id=viewer_id, target_id=target_id)
+    if outcome is FollowOutcome.FOLLOWED and count is not None:
+        return [(viewer_id, target_id, True, count)]
+    return []
 
 
 async def _unfollow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:
-    removed = await follow_domain.unfollow(conn=conn, viewer_id=viewer_id, target_id=target_id)
-    return [(viewer_id, target_id, False)] if removed else []
+    count = await follow_domain.unfollow(conn=conn, viewer_id=viewer_id, target_id=target_id)
+    return [(viewer_id, target_id, False, count)] if count is not None else []
 
 
 async def _approve(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:
-    added = await follow_domain.approve_request(
+    count = await follow_domain.approve_request(
         conn=conn, viewer_id=viewer_id, requester_id=target_id
     )
-    return [(target_id, viewer_id, True)] if added else []
+    return [(target_id, viewer_id, True, count)] if count is not None else []
 
 
 async def _decline(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:
@@ -196,8 +200,8 @@ async def _decline(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> 
 async def _block(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:
     out, back = await follow_domain.block(conn=conn, viewer_id=viewer_id, target_id=target_id)
     return [
-        *([(viewer_id, target_id, False)] if out else []),
-        *([(target_id, viewer_id, False)] if back else []),
+        *([(viewer_id, target_id, False, out)] if out is not None else []),
+        *([(target_id, viewer_id, False, back)] if back is not None else []),
     ]
 
 

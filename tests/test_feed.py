@@ -346,3 +346,59 @@ async def test_subscription_needs_a_token(feed_server):
         assert message["payload"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     finally:
         await ws.close()
+
+
+async def test_paging_past_the_cap_keeps_celebrity_and_pushed_posts_in_order(
+    feed_server, gql, factory
+):
+    star, friend = await factory.user("star"), await factory.user("friend")
+    reader = await factory.user("reader")
+    for fan in await factory.users(2):
+        await factory.follow(fan, star)
+    await factory.follow(reader, star)  # the third follower: star is a celebrity
+    await factory.follow(reader, friend)
+    await feed_ids(gql, reader)
+    # Interleaved in time: pushed posts overflow the cap (10) while pulled ones reach back.
+    posts = [
+        await post_and_fan_out(feed_server, factory, star if i % 3 == 0 else friend)
+        for i in range(24)
+    ]
+    assert await all_pages(gql, reader, 4) == [gid(p) for p in reversed(posts)]
+
+
+async def test_following_an_account_with_more_posts_than_the_cap_reaches_them_all(
+    feed_server, gql, factory
+):
+    author, reader = await factory.user("author"), await factory.user("reader")
+    posts = [await factory.ready_post(author) for _ in range(14)]
+    assert await feed_ids(gql, reader) == []  # a complete, empty feed
+    await gql(FOLLOW, token=reader.token, id=to_global_id("User", author.pk))
+    assert await all_pages(gql, reader, 5) == [gid(p) for p in reversed(posts)]
+
+
+async def test_unfollowing_stops_live_posts_even_from_a_celebrity(feed_server, gql, factory):
+    star, friend, fan = (
+        await factory.user("star"),
+        await factory.user("friend"),
+        await factory.user("fan"),
+    )
+    for other in await factory.users(3):
+        await factory.follow(other, star)
+    await factory.follow(fan, star)
+    await factory.follow(fan, friend)
+    await feed_ids(gql, fan)
+    ws = await _subscribe(_ws(feed_server), fan.token)
+    try:
+        await asyncio.sleep(0.2)
+        # The subscription listens on the star's channel; unfollowing must stop it.
+        assert (await gql(UNFOLLOW, token=fan.token, id=to_global_id("User", star.pk)))["unfollow"][
+            "errors"
+        ] == []
+        await factory.ready_post(star, caption="not for you")
+        await factory.ready_post(friend, caption="for you")
+        await kick_relay(feed_server.worker.ctx)
+        async with asyncio.timeout(2):
+            message = json.loads(await ws.recv())
+        assert message["payload"]["data"]["feedItemAdded"]["caption"] == "for you"
+    finally:
+        await ws.close()

@@ -420,3 +420,14 @@ async def test_a_large_video_goes_up_in_parts_and_the_server_assembles_them(
     post = await wait_for_post(gql, author.token, post_id)
     assert post["status"] == "READY", post["failureReason"]
     assert post["media"][0]["videoUrl"]
+
+
+async def test_an_idempotency_key_is_free_again_after_its_post_is_deleted(server, gql, factory):
+    author = await factory.user("author")
+    data = jpeg_bytes(50, 50)
+    first = await create_post(gql, author.token, [("image/jpeg", data)], idempotency_key="k")
+    assert (await gql(DELETE, token=author.token, id=first["post"]["id"]))["deletePost"][
+        "errors"
+    ] == []
+    again = await create_post(gql, author.token, [("image/jpeg", data)], idempotency_key="k")
+    assert again["errors"] == [] and again["post"]["id"] != first["post"]["id"]

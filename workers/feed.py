@@ -113,15 +113,14 @@ async def backfill_author(ctx: dict[str, Any], author_id: int) -> int:
     so push the recent ones into followers' feeds now (no post is lost)."""
     settings: Settings = ctx["settings"]
     feeds: FeedStore = ctx["feeds"]
+    cap = settings.feed_cap
     async with ctx["engine"].connect() as conn:
-        recent = await feed_domain.recent_post_ids(
-            conn=conn, author_id=author_id, limit=settings.author_posts_cap
-        )
+        recent = await feed_domain.recent_post_ids(conn=conn, author_id=author_id, limit=cap + 1)
     delivered = 0
     if not recent:
         return 0
     async for followers, _ in _follower_batches(ctx, author_id):
         for follower_id in followers:
-            await feeds.merge_into(follower_id, recent)
+            await feeds.merge_into(follower_id, recent[:cap], more=len(recent) > cap)
         delivered += len(followers)
     return delivered

@@ -150,6 +150,11 @@ async def process_post(ctx: dict[str, Any], post_id: int) -> str:
     async with engine.begin() as conn:
         ready = await post_domain.mark_ready(conn=conn, post_id=post_id, outcomes=outcomes)
     if ready is None:
+        async with engine.connect() as conn:
+            still_there = await post_domain.post_row(conn=conn, post_id=post_id)
+        if still_there is None:
+            # Deleted while we rendered: the delete job may have run before our writes.
+            await delete_post_objects(ctx, post_id)
         return "skipped"
     await ctx["cache"].forget_users([ready.author_id])  # its post count moved
     await kick_relay(ctx)
