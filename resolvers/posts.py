@@ -26,8 +26,8 @@ from schema.posts import (
     PostPayload,
     UploadTarget,
     build_posts,
-    can_see_posts_of,
 )
+from schema.users import can_see_private_content_of
 from workers.jobs import enqueue_delete_post_objects, enqueue_process_post
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ async def load_post(info: Info, post_id: int) -> Post | None:
     record = await info.context.loaders.post_by_id.load(post_id)
     if record is None or not visible(record.post, info.context.viewer_id):
         return None
-    if not await can_see_posts_of(info, record.post.author_id):
+    if not await can_see_private_content_of(info, record.post.author_id):
         return None
     [post] = await build_posts(info, [(record.post, record.media)])
     return post

@@ -23,7 +23,7 @@ from schema.common import (
 )
 from schema.context import Info
 from schema.errors import UserError
-from schema.users import User
+from schema.users import User, can_see_private_content_of
 
 
 @strawberry.enum(description="Where a post is in its life.")
@@ -273,24 +273,13 @@ class DeletePayload:
     )
 
 
-async def can_see_posts_of(info: Info, author_id: int) -> bool:
-    """A private account's posts are for its approved followers (and itself) only."""
-    viewer_id = info.context.viewer_id
-    if viewer_id == author_id:
-        return True
-    author = await info.context.loaders.user_by_id.load(author_id)
-    if author is None:
-        return False
-    return not author.is_private or await info.context.loaders.followed_by_viewer.load(author_id)
-
-
 async def user_posts(
     info: Info, author_id: int, first: int | None, after: str | None
 ) -> PostConnection:
     """User.posts: newest first; the author also sees PENDING, PROCESSING and FAILED."""
     size = check_page_size(first)
     cursor = parse_cursor(after, 1)
-    if not await can_see_posts_of(info, author_id):
+    if not await can_see_private_content_of(info, author_id):
         return await post_connection(info, [], size, has_previous=cursor is not None)
     async with info.context.engine.connect() as conn:
         rows = await author_posts_page(

@@ -91,6 +91,18 @@ class UserConnection:
     page_info: PageInfo = strawberry.field(description="Paging state.")
 
 
+async def can_see_private_content_of(info: Info, author_id: int) -> bool:
+    """A private account's posts and follow lists are for its approved followers (and
+    itself) only."""
+    viewer_id = info.context.viewer_id
+    if viewer_id == author_id:
+        return True
+    author = await info.context.loaders.user_by_id.load(author_id)
+    if author is None:
+        return False
+    return not author.is_private or await info.context.loaders.followed_by_viewer.load(author_id)
+
+
 async def user_connection(
     info: Info, user_id: int, direction: str, first: int | None, after: str | None
 ) -> UserConnection:
@@ -98,6 +110,10 @@ async def user_connection(
     also prime the user loader, so nested user fields cost nothing more."""
     size = check_page_size(first)
     cursor = parse_cursor(after, 1)
+    if not await can_see_private_content_of(info, user_id):
+        return UserConnection(
+            edges=[], page_info=page_info([], has_next=False, has_previous=False, cursor=str)
+        )
     async with info.context.engine.connect() as conn:
         rows = await follow_page(
             conn=conn,

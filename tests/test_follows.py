@@ -214,3 +214,15 @@ async def test_block_removes_edges_and_prevents_follows(gql, factory):
     assert refused["errors"][0]["code"] == "FORBIDDEN"
     assert (await gql(UNBLOCK, token=alice.token, id=bob.id))["unblock"] == {"errors": []}
     assert (await gql(FOLLOW, token=bob.token, id=alice.id))["follow"]["errors"] == []
+
+
+async def test_a_private_accounts_follow_lists_are_for_its_followers(gql, factory):
+    owner = await factory.user("owner", is_private=True)
+    follower, stranger = await factory.user("follower"), await factory.user("stranger")
+    await factory.follow(follower, owner)
+    for viewer, count in ((owner, 1), (follower, 1), (stranger, 0), (None, 0)):
+        token = viewer.token if viewer else None
+        data = (await gql(FOLLOWERS, token=token, name="owner", first=10))["user"]["followers"]
+        assert len(data["edges"]) == count, viewer
+    # The counts stay public, as on a private profile page.
+    assert await counts(gql, "owner") == {"followerCount": 1, "followingCount": 0}
