@@ -79,15 +79,17 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
 
 
 def _redis_settings() -> RedisSettings:
-    url = os.environ.get("REDIS_URL", "")
+    # `make run` passes the embedded Redis' URL; without REDIS_URL a worker started by
+    # hand looks for a Redis on localhost:6379, as arq does.
+    url = get_settings().redis_url
     return RedisSettings.from_dsn(url) if url else RedisSettings()
 
 
 class WorkerSettings:
     """`arq workers.WorkerSettings`; configured from the environment (settings.py)."""
 
-    functions = functions(get_settings()) if os.environ.get("REDIS_URL") else []
-    cron_jobs = cron_jobs(get_settings()) if os.environ.get("REDIS_URL") else []
+    functions = functions(get_settings())
+    cron_jobs = cron_jobs(get_settings())
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = _redis_settings()
