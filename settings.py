@@ -53,7 +53,6 @@ class Settings:
     max_query_depth: int = 10
     max_aliases: int = 15
     max_tokens: int = 2000
-    max_page_size: int = 100
     # Media storage (used by the media issue).
     storage_backend: str = "local"
     media_root: Path = field(default_factory=lambda: ROOT / ".data" / "media")

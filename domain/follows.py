@@ -10,20 +10,18 @@ from __future__ import annotations
 
 from enum import Enum
 
-from sqlalchemy import BigInteger, and_, any_, bindparam, delete, or_, select, update
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import and_, any_, delete, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.errors import DomainError, ErrorCode
 from domain.users import USER_COLUMNS
-from models import Block, DbRow, Follow, FollowRequest, User, table_of
+from models import IDS, Block, DbRow, Follow, FollowRequest, User, table_of
 
 users = table_of(User)
 follows = table_of(Follow)
 requests = table_of(FollowRequest)
 blocks = table_of(Block)
-
-IDS = bindparam("ids", type_=ARRAY(BigInteger))
 
 
 class FollowOutcome(Enum):

@@ -11,14 +11,14 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import BigInteger, and_, any_, bindparam, func, or_, select, update
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import and_, any_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.errors import DomainError, ErrorCode
 from domain.feed import write_fan_out_event
 from infra.images import PHOTO_TYPES, VIDEO_TYPES
-from models import DbRow, Media, Post, PostStatus, User, table_of
+from models import IDS, DbRow, Media, Post, PostStatus, User, table_of
 from settings import Settings
 
 posts = table_of(Post)
@@ -29,7 +29,6 @@ MAX_CAPTION = 2200
 MAX_MEDIA_ITEMS = 10
 MAX_IDEMPOTENCY_KEY = 128
 HASHTAG = re.compile(r"#(\w{1,100})")
-IDS = bindparam("ids", type_=ARRAY(BigInteger))
 
 
 @dataclass(frozen=True)

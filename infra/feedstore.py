@@ -239,9 +239,6 @@ class FeedStore:
         pipe.zremrangebyrank(posts_key(author_id), 0, -self.author_posts_cap - 1)
         await pipe.execute()
 
-    async def recent_author_posts(self, author_id: int) -> list[int]:
-        return [int(i) for i in await self.redis.zrange(posts_key(author_id), 0, -1)]
-
     async def merge_into(self, viewer_id: int, post_ids: list[int], *, more: bool = False) -> None:
         """Add posts to one maintained feed (follow backfill); a missing feed is left for
         the next read to rebuild. `more`: older posts exist beyond these, so the feed
@@ -264,9 +261,6 @@ class FeedStore:
 
     async def is_live(self, user_id: int) -> bool:
         return bool(await self.redis.exists(live_key(user_id)))
-
-    async def mark_live(self, user_id: int) -> None:
-        await self.redis.set(live_key(user_id), 1, ex=PRESENCE_TTL_SECONDS)
 
     async def publish_author_post(self, author_id: int, post_id: int) -> None:
         await self.redis.publish(author_channel(author_id), str(post_id))

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,10 +47,6 @@ class PostByIdLoader(DataLoader[int, PostRecord | None]):
             if ready:
                 await self.records.put_posts(ready)
         return [found.get(key) for key in keys]
-
-    def prime_rows(self, rows: Iterable[Any]) -> None:
-        for row in rows:
-            self.clear(row.id).prime(row.id, PostRecord(row))
 
 
 class MediaByPostIdLoader(DataLoader[int, list[Any]]):

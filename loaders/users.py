@@ -7,10 +7,11 @@ from aiodataloader import DataLoader
 from sqlalchemy import any_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.follows import IDS, followees_among, followers_among
+from domain.follows import followees_among, followers_among
 from domain.users import USER_COLUMNS, users
 from infra.cache import RecordCache
 from loaders.posts import MediaByPostIdLoader, PostByIdLoader
+from models import IDS
 
 
 class UserByIdLoader(DataLoader[int, Any]):

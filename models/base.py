@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from typing import Any, TypeAlias, cast
 
-from sqlalchemy import MetaData, Row, Table
+from sqlalchemy import BigInteger, MetaData, Row, Table, bindparam
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -23,6 +24,11 @@ class Base(DeclarativeBase):
 
 # A result row of any shape, read by attribute (row.id, row.username...).
 DbRow: TypeAlias = Row[*tuple[Any, ...]]
+
+
+# `column == any_(IDS)` with a list bound as one array: one prepared statement for any
+# number of ids (an expanding IN would make a new statement per list length).
+IDS = bindparam("ids", type_=ARRAY(BigInteger))
 
 
 def table_of(model: type[Base]) -> Table:

@@ -289,5 +289,4 @@ async def user_posts(
             first=size,
             after=cursor[0] if cursor else None,
         )
-    info.context.loaders.post_by_id.prime_rows(rows[:size])
     return await post_connection(info, rows, size, has_previous=cursor is not None)
