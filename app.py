@@ -14,32 +14,27 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import orjson
-from arq.connections import ArqRedis
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.exceptions import WebSocketDisconnected
 
-from infra.cache import RecordCache
-from infra.feedstore import create_feed_store
 from infra.metrics import MetricsMiddleware, metrics
-from infra.pubsub import PubSubHub
-from infra.redis import create_redis
+from infra.resources import Resources
 from infra.security import user_id_from_authorization
 from infra.storage import LocalStorage, create_storage, local_storage_routes
-from loaders import Loaders
-from models import create_engine
 from schema import create_schema
 from schema.context import Context
 from settings import Settings, get_settings
@@ -76,8 +71,22 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+class TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
+    """graphql-transport-ws and graphql-ws messages are JSON in text frames: the reference
+    `graphql-ws` client, Python `gql` and browsers reject (or hand over as Blobs) binary
+    frames, which Strawberry sends whenever the view's encoder returns bytes."""
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        try:
+            await self.ws.send_text(orjson.dumps(message).decode())
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+
 class GraphQLApp(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context, auth and a faster JSON encoder."""
+
+    websocket_adapter_class = TextFrameWebSocketAdapter
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
@@ -85,27 +94,18 @@ class GraphQLApp(GraphQL[Context, None]):
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
-        state = request.app.state
-        settings: Settings = state.settings
+        resources: Resources = request.app.state.resources
         viewer_id = None
         if isinstance(request, Request):
             viewer_id = user_id_from_authorization(
-                request.headers.get("authorization"), secret=settings.secret_key
+                request.headers.get("authorization"), secret=resources.settings.secret_key
             )
         return Context(
-            settings=settings,
-            engine=state.engine,
-            redis=state.redis,
+            resources=resources,
             request_id=request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex,
             viewer_id=viewer_id,
-            loaders=Loaders(state.engine, state.cache, viewer_id),
             request=request,
             response=response if isinstance(response, Response) else None,
-            storage=state.storage,
-            jobs=state.jobs,
-            cache=state.cache,
-            feeds=state.feeds,
-            pubsub=state.pubsub,
         )
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
@@ -117,7 +117,7 @@ class GraphQLApp(GraphQL[Context, None]):
             if viewer_id is None:
                 raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
             context.viewer_id = viewer_id
-            context.loaders = Loaders(context.engine, context.cache, viewer_id)
+            context.renew_loaders()
         return None
 
 
@@ -126,15 +126,15 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    state = request.app.state
+    resources: Resources = request.app.state.resources
     checks: dict[str, str] = {}
 
     async def check_db() -> None:
-        async with state.engine.connect() as conn:
+        async with resources.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def check_redis() -> None:
-        await state.redis.ping()
+        await resources.redis.ping()
 
     for name, check in (("postgres", check_db), ("redis", check_redis)):
         try:
@@ -146,7 +146,9 @@ async def readyz(request: Request) -> Response:
     body: dict[str, Any] = {"ready": ready, **checks}
     if checks["redis"] == "ok":
         # Informational: the API serves reads without a worker, so this never fails readiness.
-        body["workers"] = len([key async for key in state.redis.scan_iter("worker:heartbeat:*")])
+        body["workers"] = len(
+            [key async for key in resources.redis.scan_iter("worker:heartbeat:*")]
+        )
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
@@ -199,31 +201,27 @@ def create_app(settings: Settings | None = None) -> Starlette:
         graphql_ide=None if base_settings.is_production else "graphiql",
         allowed_origins=base_settings.allowed_origins,
         connection_init_wait_timeout=timedelta(seconds=10),
+        # Every protocol a standard client speaks (docs/subscriptions.md): the two
+        # WebSocket subprotocols on ws://.../graphql, and Apollo's multipart HTTP
+        # subscriptions on POST /graphql with `Accept: multipart/mixed;subscriptionSpec=1.0`.
+        subscription_protocols=("graphql-transport-ws", "graphql-ws", "multipart-subscription"),
+        # Legacy graphql-ws clients drop a connection that stays silent for 30 s (and
+        # proxies idle ones after ~60 s): send its `ka` message well within that.
+        keep_alive=True,
+        keep_alive_interval=15,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with embedded_services(base_settings) as live:
-            engine = create_engine(live)
-            redis = create_redis(live.redis_url)
+            resources = Resources.create(live, storage=storage)
+            app.state.resources = resources
             app.state.settings = live
-            app.state.engine = engine
-            app.state.redis = redis
-            app.state.storage = storage
-            app.state.cache = RecordCache(redis, live.cache_ttl_seconds)
-            app.state.feeds = create_feed_store(redis, live)
-            app.state.pubsub = PubSubHub(redis)
-            await check_redis_config(redis, live)
-            # Lazy like the Redis client: the API starts (and /readyz says 503) while Redis is down.
-            app.state.jobs = ArqRedis.from_url(live.redis_url)
+            await check_redis_config(resources.redis, live)
             try:
                 yield
             finally:
-                await app.state.pubsub.close()
-                await app.state.jobs.aclose()
-                await storage.close()
-                await redis.aclose()
-                await engine.dispose()
+                await resources.close()
 
     app = Starlette(
         routes=[

@@ -29,6 +29,17 @@ def _env_int(name: str, default: int) -> int:
         raise RuntimeError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise RuntimeError(f"{name} must be true or false, got {raw!r}")
+
+
 def _env_list(name: str, default: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in _env(name, default).split(",") if part.strip())
 
@@ -53,6 +64,18 @@ class Settings:
     max_query_depth: int = 10
     max_aliases: int = 15
     max_tokens: int = 2000
+    # Trusted documents and automatic persisted queries (docs/persisted-queries.md).
+    # A manifest {sha256 hex: document} loaded at start; None: no trusted documents.
+    trusted_documents: Path | None = None
+    # Production with first-party clients only should set this (with a manifest): every
+    # document outside the manifest is refused, and APQ registers nothing.
+    trusted_documents_only: bool = False
+    apq_enabled: bool = True
+    # A registered document lives this long in Redis; a client re-registers it in one
+    # extra round trip after it expires.
+    apq_ttl_seconds: int = 24 * 3600
+    # Larger documents still run, but are not stored (Redis holds no arbitrary blobs).
+    apq_max_document_bytes: int = 32 * 1024
     # Media storage (used by the media issue).
     storage_backend: str = "local"
     media_root: Path = field(default_factory=lambda: ROOT / ".data" / "media")
@@ -147,6 +170,13 @@ def load_settings() -> Settings:
         max_query_depth=_env_int("MAX_QUERY_DEPTH", 10),
         max_aliases=_env_int("MAX_ALIASES", 15),
         max_tokens=_env_int("MAX_TOKENS", 2000),
+        trusted_documents=(
+            Path(_env("TRUSTED_DOCUMENTS", "")).resolve() if _env("TRUSTED_DOCUMENTS", "") else None
+        ),
+        trusted_documents_only=_env_bool("TRUSTED_DOCUMENTS_ONLY", False),
+        apq_enabled=_env_bool("APQ_ENABLED", True),
+        apq_ttl_seconds=_env_int("APQ_TTL_SECONDS", 24 * 3600),
+        apq_max_document_bytes=_env_int("APQ_MAX_DOCUMENT_BYTES", 32 * 1024),
         storage_backend=_env("STORAGE_BACKEND", "local"),
         media_root=Path(_env("MEDIA_ROOT", str(data_dir / "media"))).resolve(),
         public_base_url=_env("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.errors import DomainError, ErrorCode
-from domain.feed import write_fan_out_event
+from domain.feed.queries import write_fan_out_event
 from infra.images import PHOTO_TYPES, VIDEO_TYPES
 from models import IDS, DbRow, Media, Post, PostStatus, User, table_of
 from settings import Settings

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.crc import key_slot
 
 TOMBSTONE = b"-"
 # Longer than any request takes between reading a row and caching it.
@@ -38,6 +39,14 @@ def _decode(values: dict[str, Any]) -> Record:
     return Record(**values)
 
 
+def slot_groups(keys: Sequence[str]) -> list[list[int]]:
+    """Positions of `keys` grouped by the Redis Cluster hash slot each key maps to."""
+    groups: dict[int, list[int]] = {}
+    for position, key in enumerate(keys):
+        groups.setdefault(key_slot(key.encode()), []).append(position)
+    return list(groups.values())
+
+
 def user_key(user_id: int) -> str:
     return f"user:{user_id}"
 
@@ -47,12 +56,32 @@ def post_key(post_id: int) -> str:
 
 
 class RecordCache:
-    def __init__(self, redis: Redis, ttl_seconds: int) -> None:
+    """`cluster=True` reads a batch as one MGET per hash slot, sent in one pipeline (Redis
+    Cluster refuses a multi-key command across slots; its client sends a pipeline as one
+    round trip per node). On a single Redis a batch is one MGET."""
+
+    def __init__(self, redis: Redis, ttl_seconds: int, *, cluster: bool = False) -> None:
         self.redis = redis
         self.ttl = ttl_seconds
+        self.cluster = cluster
+
+    async def _mget(self, keys: list[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        if not self.cluster:
+            return list(await self.redis.mget(keys))
+        groups = slot_groups(keys)
+        pipe = self.redis.pipeline(transaction=False)
+        for positions in groups:
+            pipe.mget([keys[i] for i in positions])
+        values: list[bytes | None] = [None] * len(keys)
+        for positions, blobs in zip(groups, await pipe.execute(), strict=True):
+            for i, blob in zip(positions, blobs, strict=True):
+                values[i] = blob
+        return values
 
     async def get_users(self, user_ids: Sequence[int]) -> dict[int, Record]:
-        blobs = await self.redis.mget([user_key(i) for i in user_ids])
+        blobs = await self._mget([user_key(i) for i in user_ids])
         return {
             i: _decode(orjson.loads(b))
             for i, b in zip(user_ids, blobs, strict=True)
@@ -78,7 +107,7 @@ class RecordCache:
         self, post_ids: Sequence[int]
     ) -> tuple[dict[int, tuple[Record, list[Record]]], set[int]]:
         """Cached posts with their media, and the ids known to be deleted."""
-        blobs = await self.redis.mget([post_key(i) for i in post_ids])
+        blobs = await self._mget([post_key(i) for i in post_ids])
         found: dict[int, tuple[Record, list[Record]]] = {}
         deleted: set[int] = set()
         for post_id, blob in zip(post_ids, blobs, strict=True):

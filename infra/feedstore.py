@@ -31,6 +31,8 @@ COMPLETE, TRUNCATED = 0, 1
 CELEB_EPOCH_KEY = "celebs:epoch"
 CELEBS_TTL_SECONDS = 600
 PRESENCE_TTL_SECONDS = 60
+# Published on a user's own channel (where post ids go) when their follows change.
+FOLLOWS_CHANGED = b"follows-changed"
 
 
 def feed_key(user_id: int) -> str:
@@ -189,9 +191,10 @@ class FeedStore:
     async def forget_celebrities(self, viewer_id: int) -> None:
         await self.redis.delete(celebs_key(viewer_id))
 
-    async def bump_celebrity_epoch(self) -> None:
-        """An author crossed the threshold: every cached celebrity list is stale."""
-        await self.redis.incr(CELEB_EPOCH_KEY)
+    async def bump_celebrity_epoch(self) -> int:
+        """An author crossed the threshold: every cached celebrity list is stale. Returns
+        the new epoch (it also names the crossing, e.g. in a job id)."""
+        return int(await self.redis.incr(CELEB_EPOCH_KEY))
 
     async def write_rebuilt(self, viewer_id: int, ids: list[int], *, truncated: bool) -> None:
         """Replace the viewer's feed with ids rebuilt from PostgreSQL and mark them active."""
@@ -267,6 +270,11 @@ class FeedStore:
 
     async def publish_to_user(self, user_id: int, post_id: int) -> None:
         await self.redis.publish(user_channel(user_id), str(post_id))
+
+    async def publish_follows_changed(self, user_id: int) -> None:
+        """Tell the user's live subscriptions (on any API process) that whom they follow
+        changed, so they re-read which celebrity channels to listen to."""
+        await self.redis.publish(user_channel(user_id), FOLLOWS_CHANGED)
 
 
 def _decode_celebs(raw: bytes | None, epoch: bytes | None) -> list[int] | None:

@@ -4,14 +4,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiodataloader import DataLoader
-from sqlalchemy import any_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.follows import followees_among, followers_among
-from domain.users import USER_COLUMNS, users
+from domain.records import fetch_users
 from infra.cache import RecordCache
 from loaders.posts import MediaByPostIdLoader, PostByIdLoader
-from models import IDS
 
 
 class UserByIdLoader(DataLoader[int, Any]):
@@ -24,18 +22,7 @@ class UserByIdLoader(DataLoader[int, Any]):
         self.records = cache
 
     async def batch_load_fn(self, keys: list[int]) -> list[Any]:
-        found: dict[int, Any] = dict(await self.records.get_users(keys))
-        missing = [key for key in keys if key not in found]
-        if missing:
-            async with self.engine.connect() as conn:
-                rows = (
-                    await conn.execute(
-                        select(*USER_COLUMNS).where(users.c.id == any_(IDS)), {"ids": missing}
-                    )
-                ).all()
-            found.update({row.id: row for row in rows})
-            if rows:
-                await self.records.put_users(rows)
+        found = await fetch_users(self.engine, self.records, keys)
         return [found.get(key) for key in keys]
 
     def prime_rows(self, rows: Iterable[Any]) -> None:

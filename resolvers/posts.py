@@ -185,11 +185,7 @@ async def delete_post(info: Info, id: strawberry.ID) -> DeletePayload:
         if exc.field == "postId":
             exc.field = "id"
         return DeletePayload(errors=[UserError.from_error(exc)])
-    # Gone from every view at once: the cached copy becomes a tombstone, and feeds
-    # that still hold the id drop it when they hydrate.
-    await info.context.cache.bury_post(pk)
-    await info.context.cache.forget_users([viewer_id])
-    await info.context.feeds.remove_post(viewer_id, pk)
+    await info.context.home_feed.post_deleted(viewer_id, pk)
     info.context.loaders.post_by_id.clear(pk)
     info.context.loaders.user_by_id.clear(viewer_id)
     await enqueue_delete_post_objects(info.context.jobs, pk)

@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain import feed as feed_domain
 from domain import follows as follow_domain
 from domain import users as user_domain
 from domain.errors import DomainError, ErrorCode
@@ -143,34 +142,10 @@ async def _change_graph(info: Info, user_id: strawberry.ID, change: GraphChange)
     loaders.forget_follow_state(target_id)
     loaders.user_by_id.clear(viewer_id)
     for follower_id, followee_id, added, followers in changes:
-        await _update_feed(info, follower_id, followee_id, added=added, followers=followers)
+        await info.context.home_feed.follow_changed(
+            follower_id, followee_id, added=added, followers=followers
+        )
     return UserPayload(user=await load_user(info, target_id))
-
-
-async def _update_feed(
-    info: Info, follower_id: int, followee_id: int, *, added: bool, followers: int
-) -> None:
-    """Follow backfills the followee's recent posts into the follower's feed; unfollow
-    takes them out. A followee crossing the celebrity threshold stales every cached
-    celebrity list, and one falling below it gets its recent posts pushed to followers
-    (readers stop pulling them)."""
-    context = info.context
-    settings = context.settings
-    cap = settings.feed_cap
-    async with context.engine.connect() as conn:
-        recent = await feed_domain.recent_post_ids(conn=conn, author_id=followee_id, limit=cap + 1)
-    if added:
-        # More than the cap: the feed must continue in PostgreSQL past its end.
-        await context.feeds.merge_into(follower_id, recent[:cap], more=len(recent) > cap)
-    else:
-        await context.feeds.remove_from_feed(follower_id, recent)
-    await context.feeds.forget_celebrities(follower_id)
-    # The count this transaction left: exactly one change sees the threshold crossed.
-    threshold = settings.celebrity_follower_threshold
-    if followers == (threshold if added else threshold - 1):
-        await context.feeds.bump_celebrity_epoch()
-        if not added:
-            await context.jobs.enqueue_job("backfill_author", followee_id)
 
 
 async def _follow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:

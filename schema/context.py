@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -14,32 +14,82 @@ from starlette.websockets import WebSocket
 from strawberry.permission import BasePermission
 from strawberry.types import Info as StrawberryInfo
 
+from domain.feed.home import HomeFeed
 from infra.cache import RecordCache
 from infra.feedstore import FeedStore
 from infra.pubsub import PubSubHub
+from infra.resources import Resources
 from infra.storage import Storage
 from loaders import Loaders
 from schema.errors import ApiError, ErrorCode
 from settings import Settings
 
 
-@dataclass
+@dataclass(eq=False)
 class Context:
-    settings: Settings
-    engine: AsyncEngine
-    redis: Redis
-    storage: Storage
-    jobs: ArqRedis
-    cache: RecordCache
-    feeds: FeedStore
-    pubsub: PubSubHub
+    """What one request (or one WebSocket connection) carries. The shared resources come
+    from the process's bundle; loaders are built on first use, so a request that needs
+    none (the compiled feed path, `{ __typename }`) does not pay for them."""
+
+    resources: Resources
     request_id: str
     viewer_id: int | None
-    loaders: Loaders
     request: Request | WebSocket | None = None
     response: Response | None = None
     # Filled from graphql-transport-ws `connection_init` for WebSocket connections.
     connection_params: dict[str, Any] | None = None
+    _loaders: Loaders | None = field(default=None, repr=False)
+
+    @property
+    def loaders(self) -> Loaders:
+        if self._loaders is None:
+            self._loaders = Loaders(self.resources.engine, self.resources.cache, self.viewer_id)
+        return self._loaders
+
+    @loaders.setter
+    def loaders(self, loaders: Loaders) -> None:
+        self._loaders = loaders
+
+    def renew_loaders(self) -> None:
+        """Drop every loader's memo: a long-lived subscription must not serve stale rows,
+        and a connection that just authenticated must not reuse anonymous ones."""
+        self._loaders = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.resources.settings
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.resources.engine
+
+    @property
+    def redis(self) -> Redis:
+        return self.resources.redis
+
+    @property
+    def jobs(self) -> ArqRedis:
+        return self.resources.jobs
+
+    @property
+    def storage(self) -> Storage:
+        return self.resources.storage
+
+    @property
+    def cache(self) -> RecordCache:
+        return self.resources.cache
+
+    @property
+    def feeds(self) -> FeedStore:
+        return self.resources.feeds
+
+    @property
+    def home_feed(self) -> HomeFeed:
+        return self.resources.home_feed
+
+    @property
+    def pubsub(self) -> PubSubHub:
+        return self.resources.pubsub
 
     def require_viewer(self) -> int:
         if self.viewer_id is None:

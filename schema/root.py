@@ -28,6 +28,7 @@ from strawberry.types import ExecutionContext
 
 from resolvers import common as common_resolvers
 from resolvers import feed as feed_resolvers
+from resolvers import live as live_resolvers
 from resolvers import posts as post_resolvers
 from resolvers import users as user_resolvers
 from schema.common import Node, scalar_map
@@ -143,7 +144,7 @@ class Mutation:
 @strawberry.type(description="Live updates over WebSocket (graphql-transport-ws).")
 class Subscription:
     feed_item_added: Post = strawberry.subscription(  # type: ignore[assignment]  # Strawberry declares a subscription by its item type
-        resolver=feed_resolvers.feed_item_added,
+        resolver=live_resolvers.feed_item_added,
         permission_classes=auth,
         description="READY posts entering the viewer's home feed, as they arrive.",
     )

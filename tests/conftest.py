@@ -32,6 +32,7 @@ from starlette.applications import Starlette
 from app import create_app
 from infra.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from infra.migrate import upgrade_database
+from infra.resources import Resources
 from infra.storage import S3Storage, Storage
 from settings import Settings
 from tests.factories import Factory
@@ -92,17 +93,20 @@ class Server:
 
     @property
     def engine(self) -> AsyncEngine:
-        engine: AsyncEngine = self.app.state.engine
-        return engine
+        return self.resources.engine
 
     @property
     def redis(self) -> Any:
-        return self.app.state.redis
+        return self.resources.redis
 
     @property
     def storage(self) -> Storage:
-        storage: Storage = self.app.state.storage
-        return storage
+        return self.resources.storage
+
+    @property
+    def resources(self) -> Resources:
+        resources: Resources = self.app.state.resources
+        return resources
 
 
 @contextlib.asynccontextmanager

@@ -8,15 +8,15 @@ from dataclasses import replace
 
 from sqlalchemy import text
 
+from domain.feed.home import HomeFeed
 from infra.feedstore import feed_key, user_channel
 from infra.pubsub import QUEUE_SIZE, PubSubHub
-from workers.feed import fan_out_post
 
 
 async def test_a_restarted_fan_out_continues_after_its_last_batch(feed_server, factory):
     author = await factory.user("author")
     followers = await factory.users(5)
-    feeds = feed_server.worker.ctx["feeds"]
+    feeds = feed_server.resources.feeds
     for follower in followers:
         await factory.follow(follower, author)
         await feeds.write_rebuilt(follower.pk, [], truncated=False)
@@ -29,10 +29,15 @@ async def test_a_restarted_fan_out_continues_after_its_last_batch(feed_server, f
         ).all()
     # Five followers, batches of two, below the celebrity threshold.
     settings = replace(feed_server.settings, celebrity_follower_threshold=100, fanout_batch_size=2)
-    ctx = dict(feed_server.worker.ctx, settings=settings)
+    home_feed = HomeFeed(
+        engine=feed_server.engine,
+        feeds=feeds,
+        cache=feed_server.resources.cache,
+        settings=settings,
+    )
     # A previous run finished the batch ending at the third newest follower, then died.
     await feed_server.redis.set(f"fanout:progress:{post_id}", edges[2].id)
-    await fan_out_post(ctx, post_id)
+    await home_feed.fan_out_post(post_id)
     reached = {
         row.follower_id
         for row in edges

@@ -53,7 +53,7 @@ async def post_and_fan_out(server, factory, author, caption=None) -> int:
     """A post becomes READY; the relay sends its fan-out job; wait for the job."""
     post_id = await factory.ready_post(author, caption)
     await kick_relay(server.worker.ctx)
-    await Job(f"fan_out:{post_id}", server.app.state.jobs).result(timeout=10)
+    await Job(f"fan_out:{post_id}", server.resources.jobs).result(timeout=10)
     return post_id
 
 

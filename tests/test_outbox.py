@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from arq.connections import ArqRedis
 from sqlalchemy import text
 
 from infra.embedded import EmbeddedRedis
@@ -22,11 +21,12 @@ async def test_a_post_made_ready_during_a_redis_outage_is_fanned_out_after(
     settings = replace(server.settings, redis_url=redis_server.url)
     ctx: dict = {"settings": settings}
     await startup(ctx)
-    ctx["redis"] = ArqRedis.from_url(settings.redis_url)
     try:
         author, reader = await factory.user("author"), await factory.user("reader")
         await factory.follow(reader, author)
-        await ctx["feeds"].write_rebuilt(reader.pk, [], truncated=False)  # reader is active
+        await ctx["resources"].feeds.write_rebuilt(
+            reader.pk, [], truncated=False
+        )  # reader is active
 
         # Given Redis is down while the post becomes READY...
         redis_server.stop()
@@ -44,12 +44,11 @@ async def test_a_post_made_ready_during_a_redis_outage_is_fanned_out_after(
         await worker.close()
 
         # ...then the post is in the follower's feed, and nothing is left to send.
-        assert await ctx["redis_app"].zscore(feed_key(reader.pk), str(post_id)) == post_id
+        assert await ctx["resources"].redis.zscore(feed_key(reader.pk), str(post_id)) == post_id
         async with server.engine.connect() as conn:
             unsent = await conn.scalar(text("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
         assert unsent == 0
     finally:
-        await ctx["redis"].aclose()
         await shutdown(ctx)
         redis_server.stop()
         redis_server.wipe()

@@ -312,7 +312,7 @@ async def test_delete_post_is_author_only_and_removes_it_everywhere(media_server
     async with media_server.engine.connect() as conn:
         keys = (await conn.execute(text("SELECT original_key, rendition_keys FROM media"))).one()
     pk = from_global_id(post_id)[1]
-    await Job(f"delete_post:{pk}", media_server.app.state.jobs).result(timeout=30)
+    await Job(f"delete_post:{pk}", media_server.resources.jobs).result(timeout=30)
     assert await media_server.storage.head(keys[0]) is None
     for key in keys[1].values():
         assert await media_server.storage.head(key) is None
@@ -331,12 +331,12 @@ async def test_rendition_job_is_idempotent(media_server, gql, factory):
     async with media_server.engine.begin() as conn:
         await conn.execute(text("UPDATE posts SET status = 'PROCESSING'"))
         await conn.execute(text("UPDATE users SET post_count = 0"))
-    job = await media_server.app.state.jobs.enqueue_job("process_post", pk, _job_id="dup")
+    job = await media_server.resources.jobs.enqueue_job("process_post", pk, _job_id="dup")
     assert await job.result(timeout=30) == "ready"
     async with media_server.engine.connect() as conn:
         after = (await conn.execute(text(query))).all()
     assert after == before
-    again = await media_server.app.state.jobs.enqueue_job("process_post", pk, _job_id="dup-2")
+    again = await media_server.resources.jobs.enqueue_job("process_post", pk, _job_id="dup-2")
     assert await again.result(timeout=30) == "skipped"
 
 

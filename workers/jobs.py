@@ -1,5 +1,6 @@
 """Typed enqueue helpers: every job has a deterministic id, so a repeated enqueue of the
-same work is a no-op (arq refuses a job id it already holds)."""
+same work is a no-op (arq refuses a job id it already holds). Nothing enqueues a job
+except through these."""
 
 from __future__ import annotations
 
@@ -14,3 +15,16 @@ async def enqueue_process_post(jobs: ArqRedis, post_id: int, *, attempt: int) ->
 
 async def enqueue_delete_post_objects(jobs: ArqRedis, post_id: int) -> None:
     await jobs.enqueue_job("delete_post_objects", post_id, _job_id=f"delete_post:{post_id}")
+
+
+async def enqueue_fan_out(jobs: ArqRedis, post_id: int) -> None:
+    # A post becomes READY once: one fan-out per post, however often the outbox relays it.
+    await jobs.enqueue_job("fan_out_post", post_id, _job_id=f"fan_out:{post_id}")
+
+
+async def enqueue_backfill_author(jobs: ArqRedis, author_id: int, *, epoch: int) -> None:
+    # Named by the threshold crossing (the celebrity epoch it bumped): a retried reaction
+    # to the same crossing is one job, a later crossing of the same author another.
+    await jobs.enqueue_job(
+        "backfill_author", author_id, _job_id=f"backfill_author:{author_id}:{epoch}"
+    )

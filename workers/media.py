@@ -88,7 +88,7 @@ async def _verify(storage: Storage, settings: Settings, item: DbRow) -> str:
 async def _process_media(
     ctx: dict[str, Any], post_id: int, item: DbRow, work: Path
 ) -> MediaOutcome:
-    storage: Storage = ctx["storage"]
+    storage: Storage = ctx["resources"].storage
     detected = await _verify(storage, ctx["settings"], item)
     source = work / f"{item.id}.original"
     await storage.download_to(item.original_key, source)
@@ -126,7 +126,7 @@ async def process_post(ctx: dict[str, Any], post_id: int) -> str:
     that is still PROCESSING, so a second run (a retry, a sweeper re-enqueue racing
     the first) rewrites the same objects and changes no row.
     """
-    engine = ctx["engine"]
+    engine = ctx["resources"].engine
     async with engine.connect() as conn:
         post = await post_domain.post_row(conn=conn, post_id=post_id)
         items = await post_domain.media_rows(conn=conn, post_ids=[post_id])
@@ -156,15 +156,15 @@ async def process_post(ctx: dict[str, Any], post_id: int) -> str:
             # Deleted while we rendered: the delete job may have run before our writes.
             await delete_post_objects(ctx, post_id)
         return "skipped"
-    await ctx["cache"].forget_users([ready.author_id])  # its post count moved
+    await ctx["resources"].cache.forget_users([ready.author_id])  # its post count moved
     await kick_relay(ctx)
     return "ready"
 
 
 async def delete_post_objects(ctx: dict[str, Any], post_id: int) -> None:
     """Remove every object of a deleted post (originals, renditions, open multipart uploads)."""
-    storage: Storage = ctx["storage"]
-    async with ctx["engine"].connect() as conn:
+    storage: Storage = ctx["resources"].storage
+    async with ctx["resources"].engine.connect() as conn:
         items = await post_domain.media_rows(conn=conn, post_ids=[post_id])
     for item in items:
         if item.upload_id is not None:
@@ -177,7 +177,7 @@ async def sweep_posts(ctx: dict[str, Any]) -> dict[str, int]:
     """Re-enqueue posts stuck in PROCESSING (a worker died mid-job), fail those that
     keep failing, and clean up PENDING posts whose bytes never came."""
     settings: Settings = ctx["settings"]
-    engine = ctx["engine"]
+    engine = ctx["resources"].engine
     counts = {"retried": 0, "failed": 0, "abandoned": 0}
     async with engine.connect() as conn:
         stuck = await post_domain.stuck_posts(conn=conn, settings=settings)
@@ -187,8 +187,10 @@ async def sweep_posts(ctx: dict[str, Any]) -> dict[str, int]:
                 items = await post_domain.abandon_pending(conn=conn, post_id=row.id)
             for item in items:
                 if item.upload_id is not None:
-                    await ctx["storage"].abort_multipart(item.original_key, item.upload_id)
-            await ctx["storage"].delete_prefix(f"originals/{row.id}/")
+                    await ctx["resources"].storage.abort_multipart(
+                        item.original_key, item.upload_id
+                    )
+            await ctx["resources"].storage.delete_prefix(f"originals/{row.id}/")
             counts["abandoned"] += 1
             continue
         async with engine.begin() as conn:
@@ -202,7 +204,7 @@ async def sweep_posts(ctx: dict[str, Any]) -> dict[str, int]:
                 counts["failed"] += 1
                 continue
         if attempts:
-            await enqueue_process_post(ctx["redis"], row.id, attempt=attempts)
+            await enqueue_process_post(ctx["resources"].jobs, row.id, attempt=attempts)
             counts["retried"] += 1
     if any(counts.values()):
         log.info("sweep: %s", counts)

@@ -14,11 +14,7 @@ from arq.connections import RedisSettings
 from arq.cron import CronJob
 from arq.worker import Function
 
-from infra.cache import RecordCache
-from infra.feedstore import create_feed_store
-from infra.redis import create_redis
-from infra.storage import create_storage
-from models import create_engine
+from infra.resources import Resources
 from settings import Settings, get_settings
 from workers.feed import backfill_author, fan_out_post, relay_outbox
 from workers.media import delete_post_objects, process_post, sweep_posts
@@ -31,11 +27,7 @@ HEARTBEAT_TTL_SECONDS = 90
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.setdefault("settings", get_settings())
-    ctx["engine"] = create_engine(settings)
-    ctx["redis_app"] = create_redis(settings.redis_url)
-    ctx["storage"] = create_storage(settings)
-    ctx["cache"] = RecordCache(ctx["redis_app"], settings.cache_ttl_seconds)
-    ctx["feeds"] = create_feed_store(ctx["redis_app"], settings)
+    ctx["resources"] = Resources.create(settings)
     ctx["cpu_slots"] = asyncio.Semaphore(os.cpu_count() or 1)
     ctx["max_tries"] = MAX_TRIES
     ctx["worker_name"] = f"{socket.gethostname()}:{os.getpid()}"
@@ -43,15 +35,13 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    await ctx["storage"].close()
-    await ctx["redis_app"].aclose()
-    await ctx["engine"].dispose()
+    await ctx["resources"].close()
 
 
 async def heartbeat(ctx: dict[str, Any]) -> None:
     """Record that this worker is alive; /readyz lists live workers from these keys."""
     key = HEARTBEAT_KEY.format(name=ctx["worker_name"])
-    await ctx["redis_app"].set(key, int(time.time()), ex=HEARTBEAT_TTL_SECONDS)
+    await ctx["resources"].redis.set(key, int(time.time()), ex=HEARTBEAT_TTL_SECONDS)
 
 
 MAX_TRIES = 5

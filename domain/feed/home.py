@@ -1,0 +1,267 @@
+"""`HomeFeed`: reading, graph reactions and fan-out of the home feed (see the package doc)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.feed import queries
+from domain.records import fetch_posts, fetch_users
+from infra.cache import RecordCache
+from infra.feedstore import FeedPage, FeedStore
+from models import PostStatus
+from settings import Settings
+from workers.jobs import enqueue_backfill_author
+
+log = logging.getLogger("instagraph.feed")
+
+# Extra ids read per page, so a few deleted posts do not leave the page short.
+SLACK = 5
+REBUILD_WAIT_SECONDS = 2.0
+FAN_OUT_PROGRESS_TTL_SECONDS = 24 * 3600
+
+
+def _progress_key(post_id: int) -> str:
+    return f"fanout:progress:{post_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedItem:
+    """One hydrated post of a page: its row, media rows (position order) and author row."""
+
+    post: Any
+    media: list[Any]
+    author: Any
+
+
+@dataclass(frozen=True, slots=True)
+class FeedResult:
+    """A page of the feed, newest first, and whether more follow it."""
+
+    items: list[FeedItem]
+    has_next: bool
+
+
+class HomeFeed:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        feeds: FeedStore,
+        cache: RecordCache,
+        settings: Settings,
+        jobs: ArqRedis | None = None,
+    ) -> None:
+        self.engine = engine
+        self.feeds = feeds
+        self.cache = cache
+        self.settings = settings
+        self.jobs = jobs
+
+    # -- reading -------------------------------------------------------------------
+
+    async def read(self, viewer_id: int, *, first: int, below: int | None) -> FeedResult:
+        """A page of `first` READY posts below the cursor post id, hydrated: Redis ids
+        (one pipelined round trip, plus one for celebrity pulls), then posts and their
+        authors from the record caches (one round trip each when warm; PostgreSQL for
+        misses). Ids of posts deleted since fan-out are dropped from the viewer's feed."""
+        want = first + 1 + SLACK
+        ids = await self.page_ids(viewer_id, below=below, count=want)
+        found = await fetch_posts(self.engine, self.cache, ids)
+        gone = [i for i in ids if i not in found]
+        if gone:  # deleted after fan-out: drop the stale ids from the viewer's feed
+            await self.feeds.remove_from_feed(viewer_id, gone)
+        shown = [found[i] for i in ids if i in found and found[i].post.status == PostStatus.READY]
+        page = shown[:first]
+        authors = await fetch_users(self.engine, self.cache, list({r.post.author_id for r in page}))
+        items = [
+            FeedItem(r.post, r.media or [], authors[r.post.author_id])
+            for r in page
+            if r.post.author_id in authors
+        ]
+        # More to come: past this page, or ids were dropped from a full read.
+        has_next = len(shown) > first or (len(ids) == want and len(shown) < len(ids))
+        return FeedResult(items=items, has_next=has_next)
+
+    async def page_ids(self, viewer_id: int, *, below: int | None, count: int) -> list[int]:
+        """The viewer's next `count` feed ids below the cursor, newest first: their Redis
+        feed merged with the posts of the celebrities they follow, continued from
+        PostgreSQL past what Redis holds, rebuilt first if Redis lost it."""
+        feeds = self.feeds
+        page = await feeds.read(viewer_id, below=below, count=count)
+        if not page.maintained:
+            page = await self._rebuild(viewer_id, below, count)
+        celebrities = await self.celebrities(viewer_id, page)
+        pulled = await feeds.author_posts(celebrities, below=below, count=count)
+        if page.truncated and len(page.ids) < count:
+            # Past what Redis holds: below its lowest id only PostgreSQL, which covers
+            # every followed author (celebrities too), knows the order; continue there.
+            floor = min(page.ids) if page.ids else below
+            above = [p for p in pulled if floor is None or p > floor]
+            ids = sorted(set(page.ids) | set(above), reverse=True)[:count]
+            if len(ids) < count:
+                async with self.engine.connect() as conn:
+                    ids += await queries.home_feed_ids(
+                        conn=conn, viewer_id=viewer_id, below=floor, limit=count - len(ids)
+                    )
+            return ids
+        return sorted(set(page.ids) | set(pulled), reverse=True)[:count]
+
+    async def celebrities(self, viewer_id: int, page: FeedPage | None = None) -> list[int]:
+        """Followed accounts at or above the threshold (pulled at read time): the cached
+        list the page read brought, else from PostgreSQL, cached for the next read."""
+        if page is not None and page.celebrities is not None:
+            return page.celebrities
+        async with self.engine.connect() as conn:
+            celebrities = await queries.celebrity_followees(
+                conn=conn,
+                viewer_id=viewer_id,
+                threshold=self.settings.celebrity_follower_threshold,
+            )
+        await self.feeds.store_celebrities(viewer_id, celebrities)
+        return celebrities
+
+    async def _rebuild(self, viewer_id: int, below: int | None, count: int) -> FeedPage:
+        """Rebuild a missing feed from PostgreSQL and write it back, once per viewer at a
+        time: concurrent readers wait for the rebuild instead of repeating it."""
+        feeds = self.feeds
+        cap = self.settings.feed_cap
+        token = uuid.uuid4().hex
+        if await feeds.lock_rebuild(viewer_id, token):
+            try:
+                # Opened before reading PostgreSQL, so a post fanned out meanwhile is kept.
+                await feeds.begin_rebuild(viewer_id)
+                async with self.engine.connect() as conn:
+                    ids = await queries.home_feed_ids(
+                        conn=conn, viewer_id=viewer_id, below=None, limit=cap + 1
+                    )
+                await feeds.finish_rebuild(viewer_id, ids[:cap], truncated=len(ids) > cap)
+            finally:
+                await feeds.unlock_rebuild(viewer_id, token)
+            return await feeds.read(viewer_id, below=below, count=count)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REBUILD_WAIT_SECONDS
+        while loop.time() < deadline:
+            await asyncio.sleep(0.02)
+            page = await feeds.read(viewer_id, below=below, count=count)
+            if page.maintained:
+                return page
+        # The other rebuild is slow or died: answer from PostgreSQL without writing.
+        async with self.engine.connect() as conn:
+            ids = await queries.home_feed_ids(
+                conn=conn, viewer_id=viewer_id, below=below, limit=count
+            )
+        return FeedPage(maintained=True, truncated=True, ids=ids, celebrities=None)
+
+    # -- reactions to the follow graph and to deletes ---------------------------------
+
+    async def follow_changed(
+        self, follower_id: int, followee_id: int, *, added: bool, followers: int
+    ) -> None:
+        """A follow edge appeared (follow, approved request) or went away (unfollow,
+        block). Follow backfills the followee's recent posts into the follower's feed;
+        unfollow takes them out. A followee crossing the celebrity threshold stales every
+        cached celebrity list, and one falling below it gets its recent posts pushed to
+        its followers (readers stop pulling them). A live subscription of the follower
+        is told to re-read which celebrity channels it listens to."""
+        cap = self.settings.feed_cap
+        async with self.engine.connect() as conn:
+            recent = await queries.recent_post_ids(conn=conn, author_id=followee_id, limit=cap + 1)
+        if added:
+            # More than the cap: the feed must continue in PostgreSQL past its end.
+            await self.feeds.merge_into(follower_id, recent[:cap], more=len(recent) > cap)
+        else:
+            await self.feeds.remove_from_feed(follower_id, recent)
+        await self.feeds.forget_celebrities(follower_id)
+        await self.feeds.publish_follows_changed(follower_id)
+        # `followers` is the count this transaction left: exactly one change sees the
+        # threshold crossed, whatever runs concurrently.
+        threshold = self.settings.celebrity_follower_threshold
+        if followers == (threshold if added else threshold - 1):
+            epoch = await self.feeds.bump_celebrity_epoch()
+            if not added and self.jobs is not None:
+                await enqueue_backfill_author(self.jobs, followee_id, epoch=epoch)
+
+    async def post_deleted(self, author_id: int, post_id: int) -> None:
+        """Gone from every feed at once: the cached copy becomes a tombstone (feeds that
+        still hold the id drop it when they hydrate), the author's pull set loses it and
+        the author's cached counts are forgotten."""
+        await self.cache.bury_post(post_id)
+        await self.cache.forget_users([author_id])
+        await self.feeds.remove_post(author_id, post_id)
+
+    # -- fan-out on write -----------------------------------------------------------
+
+    async def fan_out_post(self, post_id: int) -> dict[str, int]:
+        """Put a READY post into its author's and followers' feeds.
+
+        Celebrities (follower count at or above the threshold) are not fanned out: their
+        posts are merged in at read time from `posts:{author}` and published once on the
+        author's channel. Others: followers in keyset batches from PostgreSQL, each batch
+        inserted (and trimmed, and published to live followers) by one Lua call. A killed
+        run resumes after its last finished batch.
+        """
+        feeds = self.feeds
+        redis = feeds.redis
+        async with self.engine.connect() as conn:
+            post = await queries.post_for_fan_out(conn=conn, post_id=post_id)
+        if post is None:  # deleted (or not READY) since: nothing to deliver
+            return {"feeds": 0}
+        author_id = post.author_id
+        await feeds.record_author_post(author_id, post_id)
+        await feeds.merge_into(author_id, [post_id])
+        if await feeds.is_live(author_id):
+            await feeds.publish_to_user(author_id, post_id)
+        if post.follower_count >= self.settings.celebrity_follower_threshold:
+            await feeds.publish_author_post(author_id, post_id)
+            return {"feeds": 1, "celebrity": 1}
+
+        progress = await redis.get(_progress_key(post_id))
+        delivered = 0
+        async for followers, last_edge in self._follower_batches(
+            author_id, after_edge=int(progress) if progress else None
+        ):
+            delivered += await feeds.fan_out(followers, post_id)
+            await redis.set(_progress_key(post_id), last_edge, ex=FAN_OUT_PROGRESS_TTL_SECONDS)
+        await redis.delete(_progress_key(post_id))
+        return {"feeds": delivered + 1}
+
+    async def backfill_author(self, author_id: int) -> int:
+        """An author fell below the celebrity threshold: readers stop pulling their posts,
+        so push the recent ones into followers' feeds now (no post is lost)."""
+        cap = self.settings.feed_cap
+        async with self.engine.connect() as conn:
+            recent = await queries.recent_post_ids(conn=conn, author_id=author_id, limit=cap + 1)
+        if not recent:
+            return 0
+        delivered = 0
+        async for followers, _ in self._follower_batches(author_id):
+            for follower_id in followers:
+                await self.feeds.merge_into(follower_id, recent[:cap], more=len(recent) > cap)
+            delivered += len(followers)
+        return delivered
+
+    async def _follower_batches(
+        self, author_id: int, *, after_edge: int | None = None
+    ) -> AsyncIterator[tuple[list[int], int]]:
+        """An author's followers in keyset batches from PostgreSQL, with each batch's last
+        edge id (the resume point)."""
+        while True:
+            async with self.engine.connect() as conn:
+                batch = await queries.follower_batch(
+                    conn=conn,
+                    author_id=author_id,
+                    after_edge=after_edge,
+                    limit=self.settings.fanout_batch_size,
+                )
+            if not batch:
+                return
+            after_edge = batch[-1].id
+            yield [row.follower_id for row in batch], after_edge

@@ -1,0 +1,89 @@
+"""The one resource bundle: what the API, the worker and the benchmarks share, built the
+same way in each and called by the same names.
+
+    engine     the SQLAlchemy async engine (PostgreSQL)
+    redis      the application's Redis: feeds, record caches, pub/sub, locks
+    jobs       the arq pool the process enqueues jobs with (`workers.jobs` helpers)
+    storage    the blob store (local or S3)
+    cache      record caches of users and READY posts, in `redis`
+    feeds      the Redis side of the home feed (`infra.feedstore.FeedStore`)
+    home_feed  the feed's rules (`domain.feed.home.HomeFeed`)
+    pubsub     the process's pub/sub hub for live subscriptions (connects on first use)
+
+In the worker, arq's own `ctx["redis"]` stays arq's; our code uses `ctx["resources"]`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.feed.home import HomeFeed
+from infra.cache import RecordCache
+from infra.feedstore import FeedStore, create_feed_store
+from infra.pubsub import PubSubHub
+from infra.redis import create_redis
+from infra.storage import Storage, create_storage
+from models import create_engine
+from settings import Settings
+
+
+@dataclass(frozen=True)
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    redis: Redis
+    jobs: ArqRedis
+    storage: Storage
+    cache: RecordCache
+    feeds: FeedStore
+    home_feed: HomeFeed
+    pubsub: PubSubHub
+
+    @classmethod
+    def create(cls, settings: Settings, *, storage: Storage | None = None) -> Resources:
+        """Build every resource; all connect lazily, so a process starts (and reports
+        itself unready) while PostgreSQL or Redis is still down."""
+        if not settings.redis_url:
+            raise RuntimeError("REDIS_URL is not set (the embedded servers start first)")
+        engine = create_engine(settings)
+        redis = create_redis(settings.redis_url)
+        jobs = ArqRedis.from_url(settings.redis_url)
+        cache = RecordCache(redis, settings.cache_ttl_seconds)
+        feeds = create_feed_store(redis, settings)
+        return cls(
+            settings=settings,
+            engine=engine,
+            redis=redis,
+            jobs=jobs,
+            storage=storage if storage is not None else create_storage(settings),
+            cache=cache,
+            feeds=feeds,
+            home_feed=HomeFeed(
+                engine=engine, feeds=feeds, cache=cache, settings=settings, jobs=jobs
+            ),
+            pubsub=PubSubHub(redis),
+        )
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, settings: Settings, *, storage: Storage | None = None
+    ) -> AsyncIterator[Resources]:
+        resources = cls.create(settings, storage=storage)
+        try:
+            yield resources
+        finally:
+            await resources.close()
+
+    async def close(self) -> None:
+        await self.pubsub.close()
+        await self.jobs.aclose()
+        await self.storage.close()
+        await self.redis.aclose()
+        await self.engine.dispose()

@@ -1,0 +1,37 @@
+"""Record caches read a batch in one round trip, grouped by hash slot for Redis Cluster."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from redis.crc import key_slot
+
+from infra.cache import RecordCache, post_key, slot_groups, user_key
+from tests.conftest import count_redis_round_trips
+
+
+def test_slot_groups_put_only_keys_of_one_slot_together():
+    keys = [user_key(i) for i in range(200)] + ["feed:{7}", "seen:{7}"]
+    groups = slot_groups(keys)
+    assert sorted(i for group in groups for i in group) == list(range(len(keys)))
+    for group in groups:
+        assert len({key_slot(keys[i].encode()) for i in group}) == 1
+    # The hash tag keeps a user's keys in one slot, hence one group.
+    assert any(set(group) == {200, 201} for group in groups)
+
+
+async def test_cluster_grouped_reads_match_plain_reads_in_one_round_trip(server):
+    users = [SimpleNamespace(id=i, username=f"u{i}") for i in range(1, 60)]
+    plain = RecordCache(server.redis, 60)
+    grouped = RecordCache(server.redis, 60, cluster=True)
+    await plain.put_users(users[:40])
+    ids = [u.id for u in users]
+    with count_redis_round_trips(server.redis) as trips:
+        by_slot = await grouped.get_users(ids)
+    assert trips.count == 1
+    assert by_slot == await plain.get_users(ids)
+    assert sorted(by_slot) == ids[:40]
+    assert by_slot[7].username == "u7"
+    # Posts: tombstones are told apart from misses the same way on both paths.
+    await server.redis.set(post_key(5), b"-")
+    assert await grouped.get_posts([5, 6]) == await plain.get_posts([5, 6]) == ({}, {5})
