@@ -14,7 +14,7 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -90,6 +90,27 @@ class GraphQLApp(GraphQL[Context, None]):
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+    async def create_streaming_response(
+        self,
+        request: Request | WebSocket,
+        stream: Callable[[], AsyncIterator[str]],
+        sub_response: Response,
+        headers: Mapping[str, str],
+    ) -> Response:
+        """Apollo's multipart subscriptions open with a delimiter, as its router sends them;
+        Strawberry starts with the first part's headers, so a strict multipart reader would
+        take the first part for preamble and lose it."""
+        if "subscriptionSpec" in headers.get("Content-Type", ""):
+            parts = stream
+
+            async def opened() -> AsyncIterator[str]:
+                yield "\r\n--graphql"
+                async for part in parts():
+                    yield part
+
+            stream = opened
+        return await super().create_streaming_response(request, stream, sub_response, headers)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -63,7 +63,8 @@ def author_channel(author_id: int) -> str:
     return f"author-events:{{{author_id}}}"
 
 
-# KEYS: feed, seen, live per follower (triples). ARGV: score, member, cap.
+# KEYS: feed, seen, live per follower (triples). ARGV: score, member, cap, then each
+# follower's channel (named in Python only: `user_channel`).
 # Adds the post to every maintained feed, trims each to the cap (keeping the sentinel
 # at rank 0 and marking the feed truncated), and publishes to followers who are live.
 # Returns how many feeds received the post.
@@ -81,11 +82,24 @@ for i = 1, #KEYS, 3 do
     end
     added = added + 1
     if redis.call('EXISTS', live) == 1 then
-      redis.call('PUBLISH', 'feed-events:' .. string.match(feed, '{.*}'), member)
+      redis.call('PUBLISH', ARGV[3 + (i + 2) / 3], member)
     end
   end
 end
 return added
+"""
+
+# KEYS: live per user. ARGV: message, then each user's channel. Publishes the message
+# to the users who hold a live subscription; returns how many.
+TELL_LIVE_LUA = """
+local told = 0
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('PUBLISH', ARGV[i + 1], ARGV[1])
+    told = told + 1
+  end
+end
+return told
 """
 
 # KEYS: feed. ARGV: cap, sentinel state ('0' complete, '1' truncated, '' unchanged), then
@@ -148,6 +162,7 @@ class FeedStore:
         self.inactive_after = inactive_after_seconds
         self.cluster = cluster
         self._fan_out = redis.register_script(FAN_OUT_LUA)
+        self._tell_live = redis.register_script(TELL_LIVE_LUA)
         self._merge = redis.register_script(MERGE_LUA)
         self._unlock = redis.register_script(UNLOCK_LUA)
 
@@ -233,7 +248,9 @@ class FeedStore:
         added = 0
         for group in groups:
             keys = [k for f in group for k in (feed_key(f), seen_key(f), live_key(f))]
-            added += int(await self._fan_out(keys=keys, args=[post_id, post_id, self.cap]))
+            args: list[int | str] = [post_id, post_id, self.cap]
+            args += [user_channel(f) for f in group]
+            added += int(await self._fan_out(keys=keys, args=args))
         return added
 
     async def record_author_post(self, author_id: int, post_id: int) -> None:
@@ -270,6 +287,17 @@ class FeedStore:
 
     async def publish_to_user(self, user_id: int, post_id: int) -> None:
         await self.redis.publish(user_channel(user_id), str(post_id))
+
+    async def tell_live_follows_changed(self, user_ids: list[int]) -> int:
+        """`publish_follows_changed` for those of these users who are live (one script
+        call per batch, per slot group on a cluster); returns how many were told."""
+        groups = slot_groups(user_ids) if self.cluster else [user_ids]
+        told = 0
+        for group in groups:
+            args: list[bytes | str] = [FOLLOWS_CHANGED]
+            args += [user_channel(u) for u in group]
+            told += int(await self._tell_live(keys=[live_key(u) for u in group], args=args))
+        return told
 
     async def publish_follows_changed(self, user_id: int) -> None:
         """Tell the user's live subscriptions (on any API process) that whom they follow

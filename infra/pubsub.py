@@ -4,6 +4,11 @@ Each subscriber gets a bounded queue: a slow client loses its oldest undelivered
 events instead of growing memory or blocking the others. While a user has a live
 subscription here, the process refreshes their presence key so that fan-out
 publishes to them (and skips the many followers who are offline).
+
+A subscriber's channels can change while it listens (`Listener.update_channels`):
+the live feed follows a celebrity's channel from the moment the viewer follows them.
+Channels are reference-counted by their listeners, so a channel two listeners share
+stays subscribed in Redis until the last of them lets go.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, defaultdict
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -25,6 +30,32 @@ QUEUE_SIZE = 100
 PRESENCE_REFRESH_SECONDS = PRESENCE_TTL_SECONDS / 3
 
 
+class Listener:
+    """One subscriber's registration in the hub: a bounded queue fed by its channels.
+
+    Iterate it for the messages (bytes, in publication order per channel); call
+    `update_channels` to listen to another set of channels without missing messages
+    on the channels it keeps. Made by `PubSubHub.subscribe`, which unregisters it.
+    """
+
+    def __init__(self, hub: PubSubHub, channels: frozenset[str], user_id: int) -> None:
+        self._hub = hub
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=QUEUE_SIZE)
+        self.channels = channels
+        self.user_id = user_id
+        self.active = False  # registered in the hub, between `subscribe` and its exit
+
+    async def update_channels(self, channels: Iterable[str]) -> None:
+        """Listen to exactly these channels from now on."""
+        await self._hub._change(self, frozenset(channels))
+
+    def __aiter__(self) -> Listener:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self.queue.get()
+
+
 class PubSubHub:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
@@ -35,55 +66,97 @@ class PubSubHub:
         self._presence: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self, channels: Iterable[str], *, presence_user: int
+    ) -> AsyncIterator[Listener]:
+        """A listener on the channels, marking `presence_user` live, for the block's duration.
+
+        async with hub.subscribe([user_channel(7)], presence_user=7) as listener:
+            async for message in listener:
+                ...
+        """
+        listener = Listener(self, frozenset(channels), presence_user)
+        await self._join(listener)
+        try:
+            yield listener
+        finally:
+            await self._leave(listener)
+
     async def listen(
-        self, channels: Sequence[str], *, presence_user: int
+        self, channels: Iterable[str], *, presence_user: int
     ) -> AsyncGenerator[bytes, None]:
         """Messages published on any of the channels, until the caller stops iterating."""
-        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=QUEUE_SIZE)
-        await self._join(channels, queue, presence_user)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            await self._leave(channels, queue, presence_user)
+        async with self.subscribe(channels, presence_user=presence_user) as listener:
+            async for message in listener:
+                yield message
 
-    async def _join(
-        self, channels: Sequence[str], queue: asyncio.Queue[bytes], user_id: int
-    ) -> None:
+    async def _join(self, listener: Listener) -> None:
         """Subscribe and mark presence first, register last: if Redis fails on the way,
         nothing is left registered that would keep a later listener from subscribing."""
         async with self._lock:
             if self._pubsub is None:
                 self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            new = [c for c in channels if not self._queues.get(c)]
+            new = [c for c in listener.channels if not self._queues.get(c)]
             if new:
                 await self._pubsub.subscribe(*new)
-            await self.redis.set(live_key(user_id), 1, ex=PRESENCE_TTL_SECONDS)
-            for channel in channels:
-                self._queues[channel].add(queue)
-            self._present[user_id] += 1
-            if self._reader is None or self._reader.done():
-                self._reader = asyncio.create_task(self._read())
-            if self._presence is None or self._presence.done():
-                self._presence = asyncio.create_task(self._refresh_presence())
+            await self.redis.set(live_key(listener.user_id), 1, ex=PRESENCE_TTL_SECONDS)
+            for channel in listener.channels:
+                self._queues[channel].add(listener.queue)
+            self._present[listener.user_id] += 1
+            listener.active = True
+            self._start_tasks()
 
-    async def _leave(
-        self, channels: Sequence[str], queue: asyncio.Queue[bytes], user_id: int
-    ) -> None:
+    async def _change(self, listener: Listener, channels: frozenset[str]) -> None:
+        """Move a listener to another set of channels: subscribe the new ones before
+        dropping the old, so the channels it keeps never miss a message, and change
+        nothing when Redis refuses the subscription (the caller may try again)."""
         async with self._lock:
-            unused = []
-            for channel in channels:
-                listeners = self._queues[channel]
-                listeners.discard(queue)
-                if not listeners:
-                    del self._queues[channel]
-                    unused.append(channel)
-            self._present[user_id] -= 1
-            if self._present[user_id] <= 0:
-                # Presence expires by its TTL: another process may still hold the user.
-                del self._present[user_id]
+            if not listener.active:  # it left: registering it again would leak its queue
+                raise RuntimeError("this listener is no longer subscribed to the hub")
+            added = channels - listener.channels
+            removed = listener.channels - channels
+            new = [c for c in added if not self._queues.get(c)]
+            if new and self._pubsub is not None:
+                await self._pubsub.subscribe(*new)
+            for channel in added:
+                self._queues[channel].add(listener.queue)
+            listener.channels = channels
+            unused = self._release(removed, listener.queue)
+            self._start_tasks()  # the reader stops whenever no channel is listened to
             if unused and self._pubsub is not None:
                 await self._pubsub.unsubscribe(*unused)
+
+    async def _leave(self, listener: Listener) -> None:
+        async with self._lock:
+            listener.active = False
+            unused = self._release(listener.channels, listener.queue)
+            self._present[listener.user_id] -= 1
+            if self._present[listener.user_id] <= 0:
+                # Presence expires by its TTL: another process may still hold the user.
+                del self._present[listener.user_id]
+            if unused and self._pubsub is not None:
+                await self._pubsub.unsubscribe(*unused)
+
+    def _start_tasks(self) -> None:
+        """(Re)start the reader and the presence refresher, which stop when idle."""
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read())
+        if self._presence is None or self._presence.done():
+            self._presence = asyncio.create_task(self._refresh_presence())
+
+    def _release(self, channels: Iterable[str], queue: asyncio.Queue[bytes]) -> list[str]:
+        """Unregister the queue from the channels; return those nobody listens to now."""
+        unused = []
+        for channel in channels:
+            listeners = self._queues.get(channel)
+            if listeners is None:
+                continue
+            listeners.discard(queue)
+            if not listeners:
+                del self._queues[channel]
+                unused.append(channel)
+        return unused
 
     async def _read(self) -> None:
         assert self._pubsub is not None

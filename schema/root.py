@@ -70,7 +70,6 @@ class Query:
     )
     feed: PostConnection = strawberry.field(
         resolver=feed_resolvers.feed,
-        permission_classes=auth,
         description=(
             "The viewer's home feed: READY posts by accounts they follow and their own, "
             "newest first."
@@ -141,7 +140,12 @@ class Mutation:
     )
 
 
-@strawberry.type(description="Live updates over WebSocket (graphql-transport-ws).")
+@strawberry.type(
+    description=(
+        "Live updates: WebSocket (graphql-transport-ws or the legacy graphql-ws) or "
+        "multipart HTTP; see docs/subscriptions.md."
+    )
+)
 class Subscription:
     feed_item_added: Post = strawberry.subscription(  # type: ignore[assignment]  # Strawberry declares a subscription by its item type
         resolver=live_resolvers.feed_item_added,

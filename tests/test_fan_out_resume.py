@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import replace
 
 from sqlalchemy import text
@@ -49,31 +48,26 @@ async def test_a_restarted_fan_out_continues_after_its_last_batch(feed_server, f
 
 async def test_a_slow_subscriber_loses_old_events_and_blocks_nobody(feed_server):
     hub = PubSubHub(feed_server.redis)
-    received: list[bytes] = []
-    slow = hub.listen([user_channel(1)], presence_user=1)
-    fast = hub.listen([user_channel(1)], presence_user=2)
+    channel = user_channel(1)
+    try:
+        async with (
+            hub.subscribe([channel], presence_user=1) as slow,
+            hub.subscribe([channel], presence_user=2) as fast,
+        ):
 
-    async def consume_fast() -> None:
-        async for message in fast:
-            received.append(message)
-            if len(received) == 500:
-                return
+            async def consume_fast() -> list[bytes]:
+                return [await anext(fast) for _ in range(500)]
 
-    # Both subscribed (the first step of an async generator registers it).
-    slow_first = asyncio.ensure_future(slow.__anext__())
-    fast_task = asyncio.create_task(consume_fast())
-    await asyncio.sleep(0.2)
-    for i in range(500):
-        await feed_server.redis.publish(user_channel(1), str(i))
-    async with asyncio.timeout(10):
-        await fast_task
-    assert received == [str(i).encode() for i in range(500)]
-    # The slow one holds at most its bounded queue, the newest events.
-    queue = next(q for q in hub._queues[user_channel(1)] if q.qsize())
-    assert queue.qsize() <= QUEUE_SIZE
-    slow_first.cancel()
-    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-        await slow_first
-    await fast.aclose()
-    await slow.aclose()
-    await hub.close()
+            # The fast subscriber gets every event while the slow one reads nothing...
+            fast_task = asyncio.create_task(consume_fast())
+            for i in range(500):
+                await feed_server.redis.publish(channel, str(i))
+            async with asyncio.timeout(10):
+                received = await fast_task
+            assert received == [str(i).encode() for i in range(500)]
+            # ...which holds only its bounded queue: the newest events, the oldest dropped.
+            assert slow.queue.qsize() == QUEUE_SIZE
+            kept = [await anext(slow) for _ in range(QUEUE_SIZE)]
+            assert kept == [str(i).encode() for i in range(500 - QUEUE_SIZE, 500)]
+    finally:
+        await hub.close()

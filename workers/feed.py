@@ -55,3 +55,9 @@ async def backfill_author(ctx: dict[str, Any], author_id: int) -> int:
     """An author fell below the celebrity threshold (`HomeFeed.backfill_author`)."""
     resources: Resources = ctx["resources"]
     return await resources.home_feed.backfill_author(author_id)
+
+
+async def announce_celebrity(ctx: dict[str, Any], author_id: int) -> int:
+    """An author crossed the threshold upwards (`HomeFeed.announce_celebrity`)."""
+    resources: Resources = ctx["resources"]
+    return await resources.home_feed.announce_celebrity(author_id)

@@ -28,3 +28,9 @@ async def enqueue_backfill_author(jobs: ArqRedis, author_id: int, *, epoch: int)
     await jobs.enqueue_job(
         "backfill_author", author_id, _job_id=f"backfill_author:{author_id}:{epoch}"
     )
+
+
+async def enqueue_announce_celebrity(jobs: ArqRedis, author_id: int, *, epoch: int) -> None:
+    await jobs.enqueue_job(
+        "announce_celebrity", author_id, _job_id=f"announce_celebrity:{author_id}:{epoch}"
+    )

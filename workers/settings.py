@@ -16,7 +16,7 @@ from arq.worker import Function
 
 from infra.resources import Resources
 from settings import Settings, get_settings
-from workers.feed import backfill_author, fan_out_post, relay_outbox
+from workers.feed import announce_celebrity, backfill_author, fan_out_post, relay_outbox
 from workers.media import delete_post_objects, process_post, sweep_posts
 
 log = logging.getLogger("instagraph.worker")
@@ -54,6 +54,7 @@ def functions(settings: Settings) -> list[Function]:
         func(delete_post_objects, timeout=120, max_tries=MAX_TRIES),
         func(fan_out_post, timeout=600, max_tries=MAX_TRIES),
         func(backfill_author, timeout=600, max_tries=MAX_TRIES),
+        func(announce_celebrity, timeout=600, max_tries=MAX_TRIES),
     ]
 
 

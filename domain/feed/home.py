@@ -18,7 +18,7 @@ from infra.cache import RecordCache
 from infra.feedstore import FeedPage, FeedStore
 from models import PostStatus
 from settings import Settings
-from workers.jobs import enqueue_backfill_author
+from workers.jobs import enqueue_announce_celebrity, enqueue_backfill_author
 
 log = logging.getLogger("instagraph.feed")
 
@@ -186,8 +186,11 @@ class HomeFeed:
         threshold = self.settings.celebrity_follower_threshold
         if followers == (threshold if added else threshold - 1):
             epoch = await self.feeds.bump_celebrity_epoch()
-            if not added and self.jobs is not None:
-                await enqueue_backfill_author(self.jobs, followee_id, epoch=epoch)
+            if self.jobs is not None:
+                if added:  # live followers must start listening to the author's channel
+                    await enqueue_announce_celebrity(self.jobs, followee_id, epoch=epoch)
+                else:
+                    await enqueue_backfill_author(self.jobs, followee_id, epoch=epoch)
 
     async def post_deleted(self, author_id: int, post_id: int) -> None:
         """Gone from every feed at once: the cached copy becomes a tombstone (feeds that
@@ -247,6 +250,15 @@ class HomeFeed:
                 await self.feeds.merge_into(follower_id, recent[:cap], more=len(recent) > cap)
             delivered += len(followers)
         return delivered
+
+    async def announce_celebrity(self, author_id: int) -> int:
+        """An author crossed the threshold upwards: their posts are no longer fanned out
+        but published on their own channel, so tell their live followers' subscriptions
+        to re-read which celebrity channels to listen to. Returns how many were told."""
+        told = 0
+        async for followers, _ in self._follower_batches(author_id):
+            told += await self.feeds.tell_live_follows_changed(followers)
+        return told
 
     async def _follower_batches(
         self, author_id: int, *, after_edge: int | None = None
