@@ -20,6 +20,15 @@ LATENCY = Histogram(
 )
 
 
+GRAPHQL_EXECUTIONS = Counter(
+    "instagraph_graphql_executions_total",
+    "GraphQL HTTP requests by executor: compiled (the lean path) or strawberry.",
+    ["executor"],
+)
+COMPILED = GRAPHQL_EXECUTIONS.labels("compiled")
+STRAWBERRY = GRAPHQL_EXECUTIONS.labels("strawberry")
+
+
 def route_family(path: str) -> str:
     """The first path segment: bounded label cardinality (upload keys never become labels)."""
     return "/" + path.strip("/").split("/", 1)[0]

@@ -1,0 +1,131 @@
+"""The lean HTTP path of /graphql: compiled documents answered without Strawberry's
+per-request and per-field machinery.
+
+A GET or POST carrying one JSON GraphQL request whose document the compiler accepts
+(`schema.compiler`: validated once, compiled into a plan that builds the response
+straight from the resolvers' objects) is parsed with orjson, authenticated, executed
+by the plan and answered here. Anything else (GraphiQL, batches, multipart uploads,
+streaming subscriptions over HTTP, documents outside the compiled subset, malformed
+requests whose error Strawberry words) returns None and goes through Strawberry's
+view unchanged, so both paths answer every request the same way (the differential
+tests in tests/test_compiler.py hold the compiled one to that).
+
+Persisted documents are resolved first, for both paths: an Apollo APQ hash or a
+trusted-document id becomes its text, or the request gets the protocol's error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from graphql import OperationType
+from starlette.requests import Request
+from starlette.responses import Response
+
+from infra.metrics import COMPILED
+from schema.compiler import DocumentCompiler, FallBack
+from schema.context import Context
+from schema.documents import DocumentRegistry, PersistedQueryError
+
+JSON = "application/json"
+_UNSEEN = object()
+ContextFactory = Callable[[Request], Awaitable[Context]]
+DOCUMENT_IDS = ("documentId", "doc_id")
+RequestData = tuple[
+    str | None, dict[str, Any] | None, str | None, dict[str, Any] | None, str | None
+]
+
+
+class FastPath:
+    def __init__(self, compiler: DocumentCompiler, documents: DocumentRegistry | None) -> None:
+        self.compiler = compiler
+        self.documents = documents
+
+    async def handle(self, request: Request, make_context: ContextFactory) -> Response | None:
+        """The response for a request the compiled path serves, else None."""
+        data = await _request_data(request)
+        if data is None:
+            return None
+        query, variables, operation_name, extensions, document_id = data
+        if self.documents is not None:
+            try:
+                query = await self.documents.resolve(query, extensions, document_id=document_id)
+            except PersistedQueryError as error:
+                return _json(error.response(), error.status, error.headers)
+            # Strawberry's path (when the document is not compiled) takes it from here.
+            request.state.graphql_document = query
+        if query is None:
+            return None
+        compiled = self.compiler.get(query, operation_name)
+        if compiled is None:
+            return None
+        if request.method == "GET" and compiled.operation_type is not OperationType.QUERY:
+            return None  # Strawberry refuses it with its own wording
+        try:
+            result = await compiled.execute(await make_context(request), variables)
+        except FallBack:  # raised before any resolver ran: Strawberry answers this one
+            return None
+        COMPILED.inc()
+        return _json(result, 200)
+
+    async def resolve_document(
+        self, request: Request, query: str | None, extensions: Any
+    ) -> str | None:
+        """For Strawberry's path: the document this request names, resolved by `handle`
+        already when it saw the request, else here (requests `handle` does not parse)."""
+        resolved = getattr(request.state, "graphql_document", _UNSEEN)
+        if resolved is None or isinstance(resolved, str):
+            return resolved
+        if self.documents is None:
+            return query
+        return await self.documents.resolve(
+            query, extensions if isinstance(extensions, dict) else None
+        )
+
+
+def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=JSON)
+
+
+async def _request_data(
+    request: Request,
+) -> RequestData | None:
+    """(query, variables, operationName, extensions) of a plain single GraphQL request,
+    or None for anything the fast path leaves to Strawberry."""
+    accept = request.headers.get("accept", "")
+    if "text/html" in accept or "multipart/mixed" in accept or "text/event-stream" in accept:
+        return None  # GraphiQL, or a subscription streamed over HTTP
+    if request.method == "POST":
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith(JSON):
+            return None
+        try:
+            data = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(data, dict):
+            return None  # a batch, or not an object: Strawberry answers it
+    elif request.method == "GET":
+        params = request.query_params
+        data = {name: params.get(name) for name in ("query", "operationName", *DOCUMENT_IDS)}
+        for name in ("variables", "extensions"):
+            raw = params.get(name)
+            if raw is not None:
+                try:
+                    data[name] = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    return None
+    else:
+        return None
+    query, variables = data.get("query"), data.get("variables")
+    operation_name, extensions = data.get("operationName"), data.get("extensions")
+    if not isinstance(query, str | None) or not isinstance(variables, dict | None):
+        return None
+    if not isinstance(operation_name, str | None) or not isinstance(extensions, dict | None):
+        return None
+    document_id = next((data[n] for n in DOCUMENT_IDS if data.get(n) is not None), None)
+    if not isinstance(document_id, str | None):
+        return None
+    return query, variables, operation_name, extensions, document_id
