@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
-from cross_web import AsyncHTTPRequestAdapter, HTTPException, StarletteRequestAdapter
+from cross_web import AsyncHTTPRequestAdapter, StarletteRequestAdapter
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -43,7 +43,7 @@ from schema import create_schema
 from schema.compiler import DocumentCompiler
 from schema.context import Context
 from schema.documents import DocumentRegistry, PersistedQueryError
-from schema.fast_path import FastPath
+from schema.fast_path import DOCUMENT_IDS, FastPath
 from settings import Settings, get_settings
 
 log = logging.getLogger("instagraph")
@@ -117,7 +117,27 @@ class GraphQLApp(GraphQL[Context, None]):
             if response is not None:
                 return response
             STRAWBERRY.inc()
-        return await super().run(request, context, root_value)
+        try:
+            return await super().run(request, context, root_value)
+        except PersistedQueryError as error:  # from parse_http_body, for Strawberry's path
+            return Response(
+                orjson.dumps(error.response()),
+                status_code=error.status,
+                headers=error.headers,
+                media_type="application/json",
+            )
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        """Not for a GET that names its document by hash or id (Apollo Client's hashed
+        GETs and curl send `Accept: */*`, which Strawberry takes for a browser)."""
+        params = request.query_params
+        if any(params.get(name) is not None for name in ("extensions", *DOCUMENT_IDS)):
+            return False
+        return bool(super().should_render_graphql_ide(request))
+
+    def is_streaming(self, headers: Mapping[str, str]) -> bool:
+        """Whether Strawberry streams the answer to a request with these headers."""
+        return self._get_stream_transport_from_headers(headers) is not None
 
     async def _http_context(self, request: Request) -> Context:
         return await self.get_context(request, Response())
@@ -130,12 +150,10 @@ class GraphQLApp(GraphQL[Context, None]):
         if self.fast_path is not None:
             assert isinstance(request, RequestAdapter)  # our request_adapter_class
             for item in data if isinstance(data, list) else [data]:
-                try:
-                    item.query = await self.fast_path.resolve_document(
-                        request.starlette_request, item.query, item.extensions
-                    )
-                except PersistedQueryError as error:
-                    raise HTTPException(error.status, error.message) from error
+                # A PersistedQueryError goes up to `run`, which answers it as JSON.
+                item.query = await self.fast_path.resolve_document(
+                    request.starlette_request, item.query, item.extensions
+                )
         return data
 
     def encode_json(self, data: object) -> bytes:
@@ -268,7 +286,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     base_settings = settings or get_settings()
     storage = create_storage(base_settings)
     schema = create_schema(base_settings)
-    compiler = DocumentCompiler(schema)
+    # Compiled on a document's second request: a stream of one-off documents never
+    # makes the event loop compile (schema/compiler/operation.py).
+    compiler = DocumentCompiler(schema, compile_after=2)
     graphql = GraphQLApp(
         schema,
         graphql_ide=None if base_settings.is_production else "graphiql",
@@ -291,11 +311,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             app.state.resources = resources
             app.state.settings = live
             await check_redis_config(resources.redis, live)
-            documents = DocumentRegistry.from_settings(resources.redis, live)
+            documents = DocumentRegistry.from_settings(
+                resources.redis, live, validator=compiler.is_valid
+            )
             # Known documents are parsed, validated and compiled once, before any request.
             for document in documents.known_documents():
-                compiler.get(document, None)
-            graphql.fast_path = FastPath(compiler, documents)
+                compiler.pin(document)
+            schema.documents = documents
+            graphql.fast_path = FastPath(compiler, documents, streaming=graphql.is_streaming)
             # What start-up built lives as long as the process: out of the collector's
             # sight, a full collection no longer walks ~170k objects (53-93 ms of CPU
             # here, the feed's worst tail; docs/benchmarks.md).

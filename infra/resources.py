@@ -82,8 +82,11 @@ class Resources:
             await resources.close()
 
     async def close(self) -> None:
-        await self.pubsub.close()
-        await self.jobs.aclose()
-        await self.storage.close()
-        await self.redis.aclose()
-        await self.engine.dispose()
+        """Close everything, each even if closing another failed (then re-raised)."""
+        async with contextlib.AsyncExitStack() as stack:
+            # Run in reverse order of registration: the pub/sub hub first, the engine last.
+            stack.push_async_callback(self.engine.dispose)
+            stack.push_async_callback(self.redis.aclose)
+            stack.push_async_callback(self.storage.close)
+            stack.push_async_callback(self.jobs.aclose)
+            stack.push_async_callback(self.pubsub.close)

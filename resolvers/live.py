@@ -26,8 +26,12 @@ async def feed_item_added(info: Info) -> AsyncGenerator[Post, None]:
     viewer starts following while subscribed."""
     context = info.context
     viewer_id = context.require_viewer()
-    channels = await _live_channels(info, viewer_id)
-    async with context.pubsub.subscribe(channels, presence_user=viewer_id) as listener:
+    # The viewer's own channel first, the celebrities' after: a follow committed while
+    # the subscription starts then still reaches it (as a follows-changed message).
+    async with context.pubsub.subscribe(
+        [user_channel(viewer_id)], presence_user=viewer_id
+    ) as listener:
+        await listener.update_channels(await _live_channels(info, viewer_id))
         async for message in listener:
             if message == FOLLOWS_CHANGED:
                 try:

@@ -27,7 +27,7 @@ import json
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +196,11 @@ class DocumentRegistry:
         apq_enabled: bool,
         apq_ttl_seconds: int,
         max_document_bytes: int,
+        validator: Callable[[str], bool] | None = None,
     ) -> None:
+        """`validator` tells whether a document parses and validates against the schema:
+        only such documents are registered (as Apollo Server does), so Redis never holds
+        arbitrary text sent with a matching hash."""
         if trusted_only and not manifest:
             raise ManifestError(
                 "TRUSTED_DOCUMENTS_ONLY is set but no trusted documents are loaded: every "
@@ -210,6 +214,7 @@ class DocumentRegistry:
         self.apq_enabled = apq_enabled and not trusted_only
         self.apq_ttl_seconds = apq_ttl_seconds
         self.max_document_bytes = max_document_bytes
+        self.validator = validator
         self._manifest: dict[str, str] = {}
         for key, document in manifest.items():
             digest = key.removeprefix("sha256:").lower()
@@ -222,7 +227,9 @@ class DocumentRegistry:
         self._lru: OrderedDict[str, str] = OrderedDict()
 
     @classmethod
-    def from_settings(cls, redis: Redis, settings: Settings) -> DocumentRegistry:
+    def from_settings(
+        cls, redis: Redis, settings: Settings, *, validator: Callable[[str], bool] | None = None
+    ) -> DocumentRegistry:
         """The registry the settings describe, with the manifest file loaded and checked."""
         manifest = load_manifest(settings.trusted_documents) if settings.trusted_documents else {}
         registry = cls(
@@ -232,6 +239,7 @@ class DocumentRegistry:
             apq_enabled=settings.apq_enabled,
             apq_ttl_seconds=settings.apq_ttl_seconds,
             max_document_bytes=settings.apq_max_document_bytes,
+            validator=validator,
         )
         if manifest:
             log.info(
@@ -333,6 +341,8 @@ class DocumentRegistry:
                 self.max_document_bytes,
             )
             return
+        if self.validator is not None and not self.validator(document):
+            return  # executed unregistered: Strawberry reports what is wrong with it
         try:
             # SET refreshes the TTL of a document registered again.
             await self.redis.set(APQ_KEY_PREFIX + digest.encode(), encoded, ex=self.apq_ttl_seconds)

@@ -16,7 +16,8 @@ trusted-document id becomes its text, or the request gets the protocol's error.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -29,6 +30,8 @@ from schema.compiler import DocumentCompiler, FallBack
 from schema.context import Context
 from schema.documents import DocumentRegistry, PersistedQueryError
 
+log = logging.getLogger(__name__)
+
 JSON = "application/json"
 _UNSEEN = object()
 ContextFactory = Callable[[Request], Awaitable[Context]]
@@ -39,9 +42,19 @@ RequestData = tuple[
 
 
 class FastPath:
-    def __init__(self, compiler: DocumentCompiler, documents: DocumentRegistry | None) -> None:
+    """`streaming(headers)` tells whether Strawberry would stream the answer (a
+    subscription over multipart HTTP): those requests are left to it."""
+
+    def __init__(
+        self,
+        compiler: DocumentCompiler,
+        documents: DocumentRegistry | None,
+        *,
+        streaming: Callable[[Mapping[str, str]], bool],
+    ) -> None:
         self.compiler = compiler
         self.documents = documents
+        self.streaming = streaming
 
     async def handle(self, request: Request, make_context: ContextFactory) -> Response | None:
         """The response for a request the compiled path serves, else None."""
@@ -56,7 +69,7 @@ class FastPath:
                 return _json(error.response(), error.status, error.headers)
             # Strawberry's path (when the document is not compiled) takes it from here.
             request.state.graphql_document = query
-        if query is None:
+        if query is None or self.streaming(request.headers):
             return None
         compiled = self.compiler.get(query, operation_name)
         if compiled is None:
@@ -66,6 +79,9 @@ class FastPath:
         try:
             result = await compiled.execute(await make_context(request), variables)
         except FallBack:  # raised before any resolver ran: Strawberry answers this one
+            return None
+        except Exception:  # a compiler bug must cost speed, never a wrong answer or a 500
+            log.exception("compiled execution failed; Strawberry answers: %.80s", query)
             return None
         COMPILED.inc()
         return _json(result, 200)
@@ -94,9 +110,6 @@ async def _request_data(
 ) -> RequestData | None:
     """(query, variables, operationName, extensions) of a plain single GraphQL request,
     or None for anything the fast path leaves to Strawberry."""
-    accept = request.headers.get("accept", "")
-    if "text/html" in accept or "multipart/mixed" in accept or "text/event-stream" in accept:
-        return None  # GraphiQL, or a subscription streamed over HTTP
     if request.method == "POST":
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith(JSON):
@@ -117,6 +130,8 @@ async def _request_data(
                     data[name] = orjson.loads(raw)
                 except orjson.JSONDecodeError:
                     return None
+        if all(data.get(name) is None for name in ("query", "extensions", *DOCUMENT_IDS)):
+            return None  # GraphiQL, when a browser asks for it
     else:
         return None
     query, variables = data.get("query"), data.get("variables")

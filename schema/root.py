@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 import strawberry
@@ -24,7 +25,10 @@ from strawberry.extensions import (
 )
 from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.schema import StreamResult
 from strawberry.types import ExecutionContext
+from strawberry.types.execution import PreExecutionError
+from strawberry.types.graphql import OperationType
 
 from resolvers import common as common_resolvers
 from resolvers import feed as feed_resolvers
@@ -33,6 +37,7 @@ from resolvers import posts as post_resolvers
 from resolvers import users as user_resolvers
 from schema.common import Node, scalar_map
 from schema.context import IsAuthenticated
+from schema.documents import DocumentRegistry, PersistedQueryError
 from schema.errors import ErrorCode
 from schema.posts import (
     CreatePostPayload,
@@ -167,6 +172,34 @@ class InstagraphSchema(strawberry.Schema):
     def __init__(self, *args: Any, production: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.production = production
+        # Set by the app at start: every streamed operation (WebSocket, multipart HTTP)
+        # names its document through it, so trusted-only mode holds on every transport.
+        self.documents: DocumentRegistry | None = None
+
+    async def stream(  # Strawberry's signature
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+    ) -> StreamResult:
+        if self.documents is not None:
+            try:
+                query = await self.documents.resolve(query, operation_extensions)
+            except PersistedQueryError as error:
+                return _refused(error)
+        return await super().stream(
+            query,
+            variable_values=variable_values,
+            context_value=context_value,
+            root_value=root_value,
+            operation_name=operation_name,
+            operation_extensions=operation_extensions,
+            allowed_operation_types=allowed_operation_types,
+        )
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -194,6 +227,14 @@ class InstagraphSchema(strawberry.Schema):
             extensions["requestId"] = request_id
             if self.production:
                 error.message = "Unexpected error."
+
+
+async def _refused(error: PersistedQueryError) -> AsyncGenerator[PreExecutionError, None]:
+    """A refused document, as a stream's first and only result: the WebSocket protocols
+    answer it with an `error` message, multipart HTTP with an error part."""
+    yield PreExecutionError(
+        data=None, errors=[GraphQLError(error.message, extensions={"code": error.code})]
+    )
 
 
 def _limit_rules(settings: Settings) -> list[Any]:

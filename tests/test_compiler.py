@@ -39,6 +39,7 @@ from strawberry.schema.schema import validate_document
 from domain.posts import MediaSpec, create_post
 from infra.ids import encode_cursor, to_global_id
 from schema.compiler import DocumentCompiler, FallBack
+from schema.compiler.operation import MAX_VARIANTS
 from schema.context import Context
 from schema.root import InstagraphSchema, create_schema
 from tests.conftest import Server
@@ -243,6 +244,48 @@ async def test_the_cache_is_a_bounded_lru(world: World) -> None:
     assert compiler.get(documents[0], None) is not compiled[0]  # evicted, compiled again
     assert compiler.get("query { node(id: 1) { id } }", None) is None  # negatives count too
     assert compiler.cache_info().currsize == 3
+
+
+async def test_one_off_documents_are_not_compiled_and_known_ones_are_pinned(
+    world: World,
+) -> None:
+    compiler = DocumentCompiler(world.schema, maxsize=2, compile_after=2)
+    document = "query Me { viewer { username } }"
+    assert compiler.get(document, None) is None  # first sight: Strawberry runs it
+    operation = compiler.get(document, None)
+    assert operation is not None
+    assert compiler.get(document, None) is operation  # and stays compiled
+    assert compiler.cache_info().misses == 1  # compiled once
+    # Known documents compile at start under each operation name (and no name), pinned:
+    # never evicted by other traffic, never waiting for a second sight.
+    known = "query Feed { feed(first: 2) { edges { cursor } } }"
+    assert compiler.pin(known) == 2
+    for index in range(5):
+        compiler.get(f"{{ a{index}: __typename }}", None)
+        compiler.get(f"{{ a{index}: __typename }}", None)
+    assert compiler.get(known, "Feed") is not None
+    assert compiler.get(known, None) is not None
+    assert compiler.is_valid(known)
+    assert not compiler.is_valid("{ nope }")
+    assert not compiler.is_valid("{")
+
+
+async def test_directive_variants_are_bounded() -> None:
+    query = " ".join(f"$v{i}: Boolean!" for i in range(5))
+    fields = " ".join(f"a{i}: name @include(if: $v{i})" for i in range(5))
+    operation = TORTURE_COMPILER.get(f"query ({query}) {{ thing {{ {fields} }} }}", None)
+    assert operation is not None
+    served = fell_back = 0
+    for bits in range(32):  # 32 combinations: the first MAX_VARIANTS compile, then no more
+        variables = {f"v{i}": bool(bits & (1 << i)) for i in range(5)}
+        try:
+            result = await operation.execute(None, variables)
+        except FallBack:
+            fell_back += 1
+        else:
+            served += 1
+            assert len(result["data"]["thing"]) == bin(bits).count("1")
+    assert (served, fell_back) == (MAX_VARIANTS, 32 - MAX_VARIANTS)
 
 
 # The differential test: random documents over the real schema

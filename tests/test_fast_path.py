@@ -84,6 +84,7 @@ async def test_a_warm_compiled_page_costs_no_sql_and_few_redis_round_trips(
 
 async def test_errors_on_the_compiled_path_read_as_strawberry_words_them(feed_server, gql, factory):
     reader = await factory.user("reader")
+    await gql.raw(FEED)  # documents compile on their second use
     with Served() as served:
         anonymous = await gql.raw(FEED)
         bad_page = await gql.raw(FEED, token=reader.token, first=0)
@@ -122,3 +123,17 @@ async def test_what_the_compiler_does_not_take_goes_through_strawberry(
     body = await gql.raw("{ feed { nope } }", token=fan.token)
     assert body["data"] is None
     assert body["errors"][0]["extensions"]["code"] == "INVALID_INPUT"
+
+
+async def test_a_document_compiles_on_its_second_use(server, gql, factory):
+    # A one-off document (a new one per request, as an attacker or a client inlining
+    # literals sends) never costs a compilation: Strawberry runs it.
+    user = await factory.user("once")
+    document = f'{{ user(username: "{user.username}") {{ username postCount }} }}'
+    expected = {"user": {"username": user.username, "postCount": 0}}
+    with Served() as first:
+        assert await gql(document) == expected
+    with Served() as second:
+        assert await gql(document) == expected
+    assert (first.compiled, first.strawberry) == (0, 1)
+    assert (second.compiled, second.strawberry) == (1, 0)

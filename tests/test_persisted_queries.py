@@ -9,6 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
+from sqlalchemy import text
+from websockets.typing import Subprotocol
 
 from infra.redis import create_redis
 from schema.documents import (
@@ -463,3 +466,79 @@ async def test_http_trusted_only_refuses_other_documents_and_registration(
     assert unknown.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_IN_LIST"
     over_get = await get(trusted_http, query=VIEWER)
     assert over_get.status_code == 403
+
+
+# -- Review follow-ups: every transport, every client's Accept, only valid documents ----
+
+URQL_ACCEPT = (
+    "application/graphql-response+json, application/graphql+json, application/json, "
+    "text/event-stream, multipart/mixed"
+)
+NODE = 'query N { node(id: "VXNlcjox") { id } }'  # an interface: never compiled
+
+
+async def test_http_protocol_errors_are_json_for_every_client(server, http):
+    for accept in (URQL_ACCEPT, "multipart/mixed", "*/*"):
+        response = await http.post(
+            "/graphql",
+            json={"extensions": apq("query Unknown { __typename }")},
+            headers={"Accept": accept},
+        )
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/json")
+        assert "no-cache" in response.headers["cache-control"]
+        assert response.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+    # urql registers and then runs by hash with its own Accept header.
+    body = {"query": TYPENAME, "extensions": apq(TYPENAME)}
+    assert (await http.post("/graphql", json=body, headers={"Accept": URQL_ACCEPT})).json() == {
+        "data": {"__typename": "Query"}
+    }
+    response = await http.post(
+        "/graphql", json={"extensions": apq(TYPENAME)}, headers={"Accept": URQL_ACCEPT}
+    )
+    assert response.json() == {"data": {"__typename": "Query"}}
+
+
+async def test_hashed_get_of_an_uncompiled_document_is_answered_not_graphiql(server, http):
+    await post(http, {"query": NODE, "extensions": apq(NODE)})
+    response = await get(http, headers={"Accept": "*/*"}, extensions=apq(NODE))
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == {"data": {"node": None}}
+
+
+async def test_only_documents_that_validate_are_registered(server, http):
+    garbage = "x" * 300
+    response = await post(http, {"query": garbage, "extensions": apq(garbage)})
+    assert response.json()["errors"]  # Strawberry words the syntax error
+    invalid = "{ nope }"
+    response = await post(http, {"query": invalid, "extensions": apq(invalid)})
+    assert response.json()["errors"]
+    for document in (garbage, invalid):
+        assert not await server.redis.exists(APQ_KEY_PREFIX + hash_document(document).encode())
+    response = await post(http, {"extensions": apq(invalid)})
+    assert response.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+
+
+@pytest.mark.parametrize("subprotocol", ["graphql-transport-ws", "graphql-ws"])
+async def test_trusted_only_holds_over_websocket(trusted_server, subprotocol):
+    url = trusted_server.base_url.replace("http://", "ws://") + "/graphql"
+    legacy = subprotocol == "graphql-ws"
+    async with websockets.connect(url, subprotocols=[Subprotocol(subprotocol)]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        query = 'mutation { signUp(username: "sneaky", email: "s@example.com", password: "x") { token } }'
+        await ws.send(
+            json.dumps(
+                {"id": "1", "type": "start" if legacy else "subscribe", "payload": {"query": query}}
+            )
+        )
+        while True:
+            message = json.loads(await ws.recv())
+            if message["type"] != "ka":
+                break
+        assert message["type"] == "error"
+        errors = message["payload"] if not legacy else [message["payload"]]
+        flat = errors if isinstance(errors[0], dict) and "message" in errors[0] else errors[0]
+        assert "QUERY_NOT_IN_SAFELIST" in json.dumps(flat)
+    async with trusted_server.engine.connect() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM users WHERE username = 'sneaky'")) == 0

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.feed import queries
@@ -180,7 +181,6 @@ class HomeFeed:
         else:
             await self.feeds.remove_from_feed(follower_id, recent)
         await self.feeds.forget_celebrities(follower_id)
-        await self.feeds.publish_follows_changed(follower_id)
         # `followers` is the count this transaction left: exactly one change sees the
         # threshold crossed, whatever runs concurrently.
         threshold = self.settings.celebrity_follower_threshold
@@ -191,6 +191,10 @@ class HomeFeed:
                     await enqueue_announce_celebrity(self.jobs, followee_id, epoch=epoch)
                 else:
                     await enqueue_backfill_author(self.jobs, followee_id, epoch=epoch)
+        try:
+            await self.feeds.publish_follows_changed(follower_id)
+        except RedisError:  # best effort: live subscriptions re-check every event anyway
+            log.warning("could not tell %d's live subscriptions", follower_id, exc_info=True)
 
     async def post_deleted(self, author_id: int, post_id: int) -> None:
         """Gone from every feed at once: the cached copy becomes a tombstone (feeds that
