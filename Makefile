@@ -8,7 +8,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test lint schema migrate worker bench bench-media seed clean help
+.PHONY: run test lint schema migrate worker bench bench-media profile seed clean help
 
 help:
 	@echo "make run      start PostgreSQL, Redis, the API (GraphiQL on http://127.0.0.1:8000/graphql) and the worker"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint     ruff and mypy"
 	@echo "make schema   export the server's SDL to schema.graphql"
 	@echo "make bench    run the benchmarks (media renditions, then the feed); results in bench/results/"
+	@echo "make profile  where one feed page's time goes, stage by stage (docs/benchmarks.md)"
 	@echo "make seed     after make run: demo users, follows and posts through the real API"
 
 # Re-install only when pyproject.toml changes: the second run is instant.
@@ -53,7 +54,10 @@ bench-media: $(BENCH_STAMP)
 	$(PY) bench/media.py
 
 bench: bench-media
-	$(PY) bench/feed.py $(BENCH_ARGS)
+	$(PY) -m bench.feed $(BENCH_ARGS)
+
+profile: $(BENCH_STAMP)
+	$(PY) bench/profile_feed.py $(BENCH_ARGS)
 
 seed: $(STAMP)
 	$(PY) bench/seed.py $(SEED_ARGS)

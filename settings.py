@@ -104,6 +104,8 @@ class Settings:
     inactive_after_seconds: int = 14 * 24 * 3600
     fanout_batch_size: int = 1000
     cache_ttl_seconds: int = 24 * 3600
+    # `make run`: API processes sharing the port (SO_REUSEPORT; see run.py).
+    api_workers: int = 1
 
     @property
     def is_production(self) -> bool:
@@ -202,6 +204,7 @@ def load_settings() -> Settings:
         inactive_after_seconds=_env_int("INACTIVE_AFTER_SECONDS", 14 * 24 * 3600),
         fanout_batch_size=_env_int("FANOUT_BATCH_SIZE", 1000),
         cache_ttl_seconds=_env_int("CACHE_TTL_SECONDS", 24 * 3600),
+        api_workers=_env_int("API_WORKERS", 1),
     )
 
 

@@ -1,4 +1,4 @@
-"""What bench/feed.py and bench/seed.py share: the feed query, machine facts, results."""
+"""What the benches and `make seed` share: GraphQL documents, machine facts, results."""
 
 from __future__ import annotations
 
@@ -32,6 +32,23 @@ FEED_QUERY = """query Feed($after: String) {
     pageInfo { hasNextPage endCursor }
   }
 }"""
+
+# A post in three steps (createPost, the bytes to each upload target, completeUpload).
+CREATE_POST = """
+mutation ($input: CreatePostInput!) {
+  createPost(input: $input) {
+    post { id status }
+    uploads { method url headers { name value } fields { name value } partSize partUrls }
+    errors { field message code }
+  }
+}"""
+COMPLETE_UPLOAD = """
+mutation ($id: ID!) {
+  completeUpload(postId: $id) { post { id status } errors { field message code } }
+}"""
+
+# What a live client subscribes to (graphql-transport-ws).
+FEED_ITEM_ADDED = "subscription { feedItemAdded { id } }"
 
 
 def cpu_model() -> str:

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from common import FEED_QUERY
+from common import COMPLETE_UPLOAD, CREATE_POST, FEED_QUERY
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
@@ -61,18 +61,6 @@ mutation ($displayName: String, $bio: String) {
 }"""
 FOLLOW = """
 mutation ($id: ID!) { follow(userId: $id) { errors { field message code } } }"""
-CREATE_POST = """
-mutation ($input: CreatePostInput!) {
-  createPost(input: $input) {
-    post { id status }
-    uploads { method url headers { name value } fields { name value } partSize partUrls }
-    errors { field message code }
-  }
-}"""
-COMPLETE_UPLOAD = """
-mutation ($id: ID!) {
-  completeUpload(postId: $id) { post { id status } errors { field message code } }
-}"""
 POST_STATUS = "query ($id: ID!) { post(id: $id) { id status failureReason } }"
 
 

@@ -7,6 +7,7 @@ lives here once.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,3 +72,53 @@ async def fetch_users(
         if rows:
             await cache.put_users(rows)
     return found
+
+
+class RecentRecords:
+    """Posts and users read for live deliveries, shared by one process's subscriptions
+    for a moment: a post published to the 1,000 subscribers one API process holds is
+    read once (one Redis round trip), not 1,000 times. Concurrent readers of the same
+    id wait for the same read; a result is reused for `ttl` seconds, so a post deleted
+    meanwhile can still be delivered within that window (then vanishes from feeds)."""
+
+    def __init__(
+        self, engine: AsyncEngine, cache: RecordCache, *, ttl: float = 2.0, maxsize: int = 1024
+    ) -> None:
+        self.engine = engine
+        self.cache = cache
+        self.ttl = ttl
+        self.maxsize = maxsize
+        self._reads: dict[tuple[str, int], tuple[float, asyncio.Future[Any]]] = {}
+
+    def clear(self) -> None:
+        """Forget every shared read (tests empty the database between cases)."""
+        self._reads.clear()
+
+    async def post(self, post_id: int) -> PostRecord | None:
+        found: dict[int, PostRecord] = await self._shared("post", post_id, fetch_posts)
+        return found.get(post_id)
+
+    async def user(self, user_id: int) -> Any | None:
+        found: dict[int, Any] = await self._shared("user", user_id, fetch_users)
+        return found.get(user_id)
+
+    async def _shared(self, kind: str, key: int, fetch: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        entry = self._reads.get((kind, key))
+        if entry is None or entry[0] < now:
+            if len(self._reads) >= self.maxsize:
+                self._reads = {k: v for k, v in self._reads.items() if v[0] >= now}
+                while len(self._reads) >= self.maxsize:  # all fresh: drop the oldest
+                    del self._reads[next(iter(self._reads))]
+            future = asyncio.ensure_future(fetch(self.engine, self.cache, [key]))
+            entry = (now + self.ttl, future)
+            self._reads[(kind, key)] = entry
+            future.add_done_callback(lambda f, k=(kind, key): self._forget_failed(k, f))
+        return await asyncio.shield(entry[1])
+
+    def _forget_failed(self, key: tuple[str, int], future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            entry = self._reads.get(key)
+            if entry is not None and entry[1] is future:
+                del self._reads[key]

@@ -18,6 +18,7 @@ import contextlib
 import logging
 from collections import Counter, defaultdict
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from typing import NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -27,6 +28,15 @@ from infra.feedstore import PRESENCE_TTL_SECONDS, live_key
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 100
+
+
+class Event(NamedTuple):
+    """One message as a listener receives it: the channel it came on, and its data."""
+
+    channel: str
+    data: bytes
+
+
 PRESENCE_REFRESH_SECONDS = PRESENCE_TTL_SECONDS / 3
 
 
@@ -40,7 +50,7 @@ class Listener:
 
     def __init__(self, hub: PubSubHub, channels: frozenset[str], user_id: int) -> None:
         self._hub = hub
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=QUEUE_SIZE)
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=QUEUE_SIZE)
         self.channels = channels
         self.user_id = user_id
         self.active = False  # registered in the hub, between `subscribe` and its exit
@@ -53,14 +63,20 @@ class Listener:
         return self
 
     async def __anext__(self) -> bytes:
-        return await self.queue.get()
+        return (await self.queue.get()).data
+
+    async def events(self) -> AsyncIterator[Event]:
+        """The messages with the channel each came on (iterating the listener itself
+        gives the data only)."""
+        while True:
+            yield await self.queue.get()
 
 
 class PubSubHub:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._pubsub: PubSub | None = None
-        self._queues: dict[str, set[asyncio.Queue[bytes]]] = defaultdict(set)
+        self._queues: dict[str, set[asyncio.Queue[Event]]] = defaultdict(set)
         self._present: Counter[int] = Counter()
         self._reader: asyncio.Task[None] | None = None
         self._presence: asyncio.Task[None] | None = None
@@ -145,7 +161,7 @@ class PubSubHub:
         if self._presence is None or self._presence.done():
             self._presence = asyncio.create_task(self._refresh_presence())
 
-    def _release(self, channels: Iterable[str], queue: asyncio.Queue[bytes]) -> list[str]:
+    def _release(self, channels: Iterable[str], queue: asyncio.Queue[Event]) -> list[str]:
         """Unregister the queue from the channels; return those nobody listens to now."""
         unused = []
         for channel in channels:
@@ -171,11 +187,12 @@ class PubSubHub:
                 continue
             channel = message["channel"]
             name = channel.decode() if isinstance(channel, bytes) else str(channel)
+            event = Event(name, message["data"])
             for queue in list(self._queues.get(name, ())):
                 if queue.full():  # slow consumer: drop its oldest event, never block
                     with contextlib.suppress(asyncio.QueueEmpty):
                         queue.get_nowait()
-                queue.put_nowait(message["data"])
+                queue.put_nowait(event)
 
     async def _refresh_presence(self) -> None:
         while self._present:

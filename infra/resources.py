@@ -8,6 +8,8 @@ same way in each and called by the same names.
     cache      record caches of users and READY posts, in `redis`
     feeds      the Redis side of the home feed (`infra.feedstore.FeedStore`)
     home_feed  the feed's rules (`domain.feed.home.HomeFeed`)
+    recent     posts and users read for live deliveries, shared by the process's
+               subscriptions for a moment (`domain.records.RecentRecords`)
     pubsub     the process's pub/sub hub for live subscriptions (connects on first use)
 
 In the worker, arq's own `ctx["redis"]` stays arq's; our code uses `ctx["resources"]`.
@@ -24,6 +26,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.feed.home import HomeFeed
+from domain.records import RecentRecords
 from infra.cache import RecordCache
 from infra.feedstore import FeedStore, create_feed_store
 from infra.pubsub import PubSubHub
@@ -43,6 +46,7 @@ class Resources:
     cache: RecordCache
     feeds: FeedStore
     home_feed: HomeFeed
+    recent: RecentRecords
     pubsub: PubSubHub
 
     @classmethod
@@ -67,6 +71,7 @@ class Resources:
             home_feed=HomeFeed(
                 engine=engine, feeds=feeds, cache=cache, settings=settings, jobs=jobs
             ),
+            recent=RecentRecords(engine, cache),
             pubsub=PubSubHub(redis),
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 
 import jwt
 from argon2 import PasswordHasher
@@ -38,8 +39,34 @@ def issue_token(user_id: int, *, secret: str, ttl_seconds: int, now: float | Non
     return jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM)
 
 
-def user_id_from_token(token: str, *, secret: str) -> int | None:
+# Verified tokens, by (secret, token): a client sends the same token with every request,
+# and checking its signature and claims costs ~35 µs, a tenth of a warm feed page's
+# server time. An entry holds until the token's own expiry; only valid tokens are kept.
+_VERIFIED: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
+VERIFIED_TOKENS_KEPT = 10_000
+
+
+def user_id_from_token(token: str, *, secret: str, now: float | None = None) -> int | None:
     """The user id a valid token names, or None for a malformed, forged or expired one."""
+    key = (secret, token)
+    known = _VERIFIED.get(key)
+    if known is not None:
+        user_id, expires = known
+        if (now if now is not None else time.time()) < expires:
+            return user_id
+        del _VERIFIED[key]
+        return None  # expired stays expired
+    verified = _verify(token, secret)
+    if verified is None:
+        return None
+    _VERIFIED[key] = verified
+    if len(_VERIFIED) > VERIFIED_TOKENS_KEPT:
+        _VERIFIED.popitem(last=False)
+    return verified[0]
+
+
+def _verify(token: str, secret: str) -> tuple[int, float] | None:
+    """(user id, expiry) of a token whose signature and claims hold."""
     try:
         claims = jwt.decode(
             token, secret, algorithms=[TOKEN_ALGORITHM], options={"require": ["exp", "sub"]}
@@ -49,7 +76,7 @@ def user_id_from_token(token: str, *, secret: str) -> int | None:
     if claims.get("typ") != "access":
         return None
     try:
-        return int(claims["sub"])
+        return int(claims["sub"]), float(claims["exp"])
     except (TypeError, ValueError):
         return None
 

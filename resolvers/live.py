@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator
 from infra.feedstore import FOLLOWS_CHANGED, author_channel, user_channel
 from models import PostStatus
 from schema.context import Info
-from schema.posts import Post, build_posts
+from schema.posts import Post
 
 log = logging.getLogger(__name__)
 
@@ -32,26 +32,26 @@ async def feed_item_added(info: Info) -> AsyncGenerator[Post, None]:
         [user_channel(viewer_id)], presence_user=viewer_id
     ) as listener:
         await listener.update_channels(await _live_channels(info, viewer_id))
-        async for message in listener:
+        own = user_channel(viewer_id)
+        async for channel, message in listener.events():
             if message == FOLLOWS_CHANGED:
                 try:
                     await listener.update_channels(await _live_channels(info, viewer_id))
                 except Exception:
-                    # Keep the channels we have rather than end the client's subscription:
-                    # the per-event follow check below still hides unfollowed authors.
+                    # Keep the channels we have rather than end the client's subscription.
                     log.warning("could not re-read live channels of %d", viewer_id, exc_info=True)
                 continue
-            # Fresh loaders per event: a long-lived subscription must not serve stale rows.
-            context.renew_loaders()
-            record = await context.loaders.post_by_id.load(int(message))
+            # Who may reach the viewer's own channel is decided by fan-out (it walks the
+            # author's followers); a celebrity's channel counts while the viewer follows
+            # them, i.e. while it is among the listener's channels (an event queued just
+            # before an unfollow or a block is dropped here). No query per event: one
+            # process may hold a thousand subscribers of the same author.
+            if channel != own and channel not in listener.channels:
+                continue
+            record = await context.resources.recent.post(int(message))
             if record is None or record.post.status != PostStatus.READY:
                 continue
-            author_id = record.post.author_id
-            # Checked per event too: the safety net when a control message is lost, or a
-            # post of a just-unfollowed celebrity was already queued.
-            if author_id != viewer_id and not await context.loaders.followed_by_viewer.load(
-                author_id
-            ):
+            author = await context.resources.recent.user(record.post.author_id)
+            if author is None:
                 continue
-            [post] = await build_posts(info, [(record.post, record.media)])
-            yield post
+            yield Post.build(record.post, record.media or [], author)

@@ -173,6 +173,12 @@ async def run_worker(settings: Settings) -> AsyncIterator[Worker]:
     try:
         yield worker
     finally:
+        # Let jobs in flight finish first: a job cancelled inside a Redis read leaves its
+        # connection mid-reply, and arq's clean-up on that connection then fails.
+        worker.allow_pick_jobs = False
+        running = [job for job in worker.tasks.values() if not job.done()]
+        if running:
+            await asyncio.wait(running, timeout=60)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -257,6 +263,7 @@ async def clean_state(srv: Server) -> None:
         if names:
             await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     await srv.redis.flushall()
+    srv.resources.recent.clear()  # ids restart: a moment-old record would be another's
 
 
 @pytest.fixture

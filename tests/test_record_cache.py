@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 from redis.crc import key_slot
 
+from domain.records import RecentRecords
 from infra.cache import RecordCache, post_key, slot_groups, user_key
 from tests.conftest import count_redis_round_trips
 
@@ -35,3 +37,19 @@ async def test_cluster_grouped_reads_match_plain_reads_in_one_round_trip(server)
     # Posts: tombstones are told apart from misses the same way on both paths.
     await server.redis.set(post_key(5), b"-")
     assert await grouped.get_posts([5, 6]) == await plain.get_posts([5, 6]) == ({}, {5})
+
+
+async def test_live_deliveries_share_one_read_of_a_post(server, factory):
+    # A thousand subscribers of one process receiving the same post read it once.
+    author = await factory.user("author")
+    post_id = await factory.ready_post(author, "shared")
+    recent = RecentRecords(server.engine, server.resources.cache, ttl=60)
+    with count_redis_round_trips(server.redis) as trips:
+        records = await asyncio.gather(*(recent.post(post_id) for _ in range(1000)))
+        authors = await asyncio.gather(*(recent.user(author.pk) for _ in range(1000)))
+    assert {r.post.caption for r in records if r is not None} == {"shared"}
+    assert all(r is records[0] for r in records)
+    assert {a.username for a in authors if a is not None} == {"author"}
+    # A cold read: one MGET and a fill per kind (PostgreSQL behind them).
+    assert trips.count <= 4
+    assert await recent.post(10**15) is None  # unknown ids are None, not errors

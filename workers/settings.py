@@ -85,4 +85,7 @@ class WorkerSettings:
     on_shutdown = shutdown
     redis_settings = _redis_settings()
     max_jobs = 10
+    # How often an idle worker looks for jobs (arq's default is 0.5 s): a READY post's
+    # fan-out waits for it, and the live feed promises delivery within a second.
+    poll_delay = 0.05
     max_tries = MAX_TRIES
