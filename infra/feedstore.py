@@ -142,6 +142,7 @@ class FeedPage:
     truncated: bool  # older posts were trimmed: continue in PostgreSQL past the end
     ids: list[int]  # newest first, below the cursor
     celebrities: list[int] | None  # cached celebrity followees, or None when stale
+    pulled: list[int] | None = None  # their posts, when read in the same round trip
 
 
 class FeedStore:
@@ -166,9 +167,20 @@ class FeedStore:
         self._merge = redis.register_script(MERGE_LUA)
         self._unlock = redis.register_script(UNLOCK_LUA)
 
-    async def read(self, viewer_id: int, *, below: int | None, count: int) -> FeedPage:
+    async def read(
+        self,
+        viewer_id: int,
+        *,
+        below: int | None,
+        count: int,
+        pull_from: Sequence[int] = (),
+    ) -> FeedPage:
         """The viewer's next `count` ids below the cursor, the feed's state and the cached
-        celebrity list, in one round trip; refreshes the viewer's activity mark."""
+        celebrity list, in one round trip; refreshes the viewer's activity mark.
+
+        `pull_from`: celebrities whose newest posts to read in the same round trip (the
+        caller's guess of the viewer's celebrity list); `FeedPage.pulled` has them when
+        the guess matches the list read here, else None (the caller pulls separately)."""
         high = f"({below}" if below is not None else "+inf"
         pipe = self.redis.pipeline(transaction=False)
         pipe.zscore(feed_key(viewer_id), SENTINEL)
@@ -178,12 +190,19 @@ class FeedStore:
         pipe.get(celebs_key(viewer_id))
         pipe.get(CELEB_EPOCH_KEY)
         pipe.expire(seen_key(viewer_id), self.inactive_after)
-        sentinel, seen, ids, celebs, epoch, _ = await pipe.execute()
+        for author_id in pull_from:
+            pipe.zrevrangebyscore(posts_key(author_id), high, "-inf", start=0, num=count)
+        sentinel, seen, ids, celebs, epoch, _, *pulls = await pipe.execute()
+        celebrities = _decode_celebs(celebs, epoch)
+        pulled = None
+        if celebrities is not None and list(pull_from) == celebrities:
+            pulled = [int(i) for batch in pulls for i in batch]
         return FeedPage(
             maintained=sentinel is not None and bool(seen),
             truncated=sentinel is not None and int(sentinel) == TRUNCATED,
             ids=[int(i) for i in ids],
-            celebrities=_decode_celebs(celebs, epoch),
+            celebrities=celebrities,
+            pulled=pulled,
         )
 
     async def author_posts(

@@ -117,6 +117,7 @@ async def update_profile(
     if row is None:  # the account was deleted while the token lived
         return UserPayload(errors=[UserError(message="No such user.", code=ErrorCode.NOT_FOUND)])
     await info.context.cache.forget_users([viewer_id])
+    info.context.home_feed.forget_users([viewer_id])
     info.context.loaders.user_by_id.prime_rows([row])
     return UserPayload(user=User.from_row(row))
 
@@ -138,6 +139,7 @@ async def _change_graph(info: Info, user_id: strawberry.ID, change: GraphChange)
     except DomainError as exc:
         return UserPayload(errors=[UserError.from_error(exc)])
     await info.context.cache.forget_users([viewer_id, target_id])
+    info.context.home_feed.forget_users([viewer_id, target_id])
     loaders = info.context.loaders
     loaders.forget_follow_state(target_id)
     loaders.user_by_id.clear(viewer_id)

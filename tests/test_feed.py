@@ -241,7 +241,9 @@ async def test_a_feed_page_costs_few_round_trips(feed_server, gql, factory):
     ):
         assert len(await feed_ids(gql, reader)) == 10
     assert sql.count == 0, sql.statements
-    assert redis.count <= 4, redis.statements
+    # The feed and the celebrity pull in one round trip (the process knows whom this
+    # reader pulls from), then posts, then authors unless this process just read them.
+    assert redis.count <= 3, redis.statements
 
     # Cold post and user caches (the feed itself still in Redis): at most 3 statements.
     await feed_server.redis.delete(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,9 @@ log = logging.getLogger("instagraph.feed")
 # Extra ids read per page, so a few deleted posts do not leave the page short.
 SLACK = 5
 REBUILD_WAIT_SECONDS = 2.0
+KNOWN_CELEBRITY_LISTS = 100_000  # a few MB: one short tuple per recent reader
+AUTHOR_TTL_SECONDS = 2.0
+RECENT_AUTHORS = 20_000
 FAN_OUT_PROGRESS_TTL_SECONDS = 24 * 3600
 
 
@@ -65,6 +70,9 @@ class HomeFeed:
         self.cache = cache
         self.settings = settings
         self.jobs = jobs
+        # Per process, a hint only: which celebrities each recent reader followed.
+        self._known_celebrities: OrderedDict[int, tuple[int, ...]] = OrderedDict()
+        self._recent_authors: OrderedDict[int, tuple[float, Any]] = OrderedDict()
 
     # -- reading -------------------------------------------------------------------
 
@@ -81,7 +89,7 @@ class HomeFeed:
             await self.feeds.remove_from_feed(viewer_id, gone)
         shown = [found[i] for i in ids if i in found and found[i].post.status == PostStatus.READY]
         page = shown[:first]
-        authors = await fetch_users(self.engine, self.cache, list({r.post.author_id for r in page}))
+        authors = await self._authors(list({r.post.author_id for r in page}))
         items = [
             FeedItem(r.post, r.media or [], authors[r.post.author_id])
             for r in page
@@ -96,11 +104,18 @@ class HomeFeed:
         feed merged with the posts of the celebrities they follow, continued from
         PostgreSQL past what Redis holds, rebuilt first if Redis lost it."""
         feeds = self.feeds
-        page = await feeds.read(viewer_id, below=below, count=count)
+        # The celebrities this viewer followed last time, pulled in the same round trip
+        # as the feed; the list read there says whether the guess still holds.
+        guess = self._known_celebrities.get(viewer_id, ())
+        page = await feeds.read(viewer_id, below=below, count=count, pull_from=guess)
         if not page.maintained:
             page = await self._rebuild(viewer_id, below, count)
         celebrities = await self.celebrities(viewer_id, page)
-        pulled = await feeds.author_posts(celebrities, below=below, count=count)
+        self._remember_celebrities(viewer_id, celebrities)
+        if page.pulled is not None:
+            pulled = page.pulled
+        else:
+            pulled = await feeds.author_posts(celebrities, below=below, count=count)
         if page.truncated and len(page.ids) < count:
             # Past what Redis holds: below its lowest id only PostgreSQL, which covers
             # every followed author (celebrities too), knows the order; continue there.
@@ -114,6 +129,40 @@ class HomeFeed:
                     )
             return ids
         return sorted(set(page.ids) | set(pulled), reverse=True)[:count]
+
+    async def _authors(self, user_ids: list[int]) -> dict[int, Any]:
+        """Authors of a page: the few hundred accounts a reader follows come back page
+        after page, so each process keeps what it read for `AUTHOR_TTL_SECONDS` (a
+        renamed author shows in other processes' feeds that much later) and reads only
+        the rest."""
+        now = time.monotonic()
+        found: dict[int, Any] = {}
+        for user_id in user_ids:
+            known = self._recent_authors.get(user_id)
+            if known is not None and known[0] > now:
+                found[user_id] = known[1]
+        missing = [u for u in user_ids if u not in found]
+        if missing:
+            fetched = await fetch_users(self.engine, self.cache, missing)
+            for user_id, row in fetched.items():
+                self._recent_authors[user_id] = (now + AUTHOR_TTL_SECONDS, row)
+                self._recent_authors.move_to_end(user_id)
+            while len(self._recent_authors) > RECENT_AUTHORS:
+                self._recent_authors.popitem(last=False)
+            found.update(fetched)
+        return found
+
+    def forget_users(self, user_ids: list[int]) -> None:
+        """This process changed these users: its own pages show the change at once."""
+        for user_id in user_ids:
+            self._recent_authors.pop(user_id, None)
+
+    def _remember_celebrities(self, viewer_id: int, celebrities: list[int]) -> None:
+        known = tuple(celebrities)
+        if self._known_celebrities.get(viewer_id) != known:
+            self._known_celebrities[viewer_id] = known
+            if len(self._known_celebrities) > KNOWN_CELEBRITY_LISTS:
+                self._known_celebrities.popitem(last=False)
 
     async def celebrities(self, viewer_id: int, page: FeedPage | None = None) -> list[int]:
         """Followed accounts at or above the threshold (pulled at read time): the cached
@@ -202,6 +251,7 @@ class HomeFeed:
         the author's cached counts are forgotten."""
         await self.cache.bury_post(post_id)
         await self.cache.forget_users([author_id])
+        self.forget_users([author_id])
         await self.feeds.remove_post(author_id, post_id)
 
     # -- fan-out on write -----------------------------------------------------------
