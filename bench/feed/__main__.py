@@ -239,6 +239,10 @@ class FeedBench:
         self.reads["history"] = await closed_round(
             self.probe, targets, self.cfg.history_clients, self.cfg, "history"
         )
+        if "workers" not in self.cfg.skip:
+            self.reads["workers_history"] = await workers_phase(
+                self.cfg, self.probe, self.children, self.env, self.reads, network="history"
+            )
         self.reads["naive_plan_history"] = await explain_naive(
             self.db.pg_url, sorted(net.viewers)[0]
         )
@@ -281,18 +285,28 @@ async def check_pages(targets: list[Target], tokens: list[str]) -> dict[str, Any
 
 
 async def workers_phase(
-    cfg: Config, probe: Probe, children: Children, env: dict[str, str], reads: dict[str, Any]
+    cfg: Config,
+    probe: Probe,
+    children: Children,
+    env: dict[str, str],
+    reads: dict[str, Any],
+    *,
+    network: str = "today",
 ) -> dict[str, Any]:
-    """Ours and the floor as N processes sharing the port (what `make run` does with
-    API_WORKERS=N), and ours under `uvicorn --workers N` beside them, at the largest
-    connection count. Each run records how the CPU spread over the processes."""
+    """Ours, naive and the floor as N processes sharing the port (what `make run` does
+    with API_WORKERS=N), and (today's network) ours under `uvicorn --workers N` beside
+    them, at the largest connection count. Each run records how the CPU spread over the
+    processes. Naive is here because the design's point shows with more API processes:
+    ours and the floor scale with them, naive is held by PostgreSQL."""
     out: dict[str, Any] = {}
     connections = max(cfg.clients)
-    runs = (
+    runs: tuple[tuple[str, str, bool, str, str], ...] = (
         ("ours", "app:app", False, "/graphql", "reuseport"),
+        ("naive", "bench.feed.apps:create_app", True, "/naive", "reuseport"),
         ("floor", "bench.feed.apps:create_app", True, "/floor", "reuseport"),
-        ("ours_uvicorn_workers", "app:app", False, "/graphql", "uvicorn-workers"),
     )
+    if network == "today":
+        runs += (("ours_uvicorn_workers", "app:app", False, "/graphql", "uvicorn-workers"),)
     for workers in (w for w in cfg.workers if w > 1):
         progress(f"{workers} API processes, {connections} connections")
         row: dict[str, Any] = {"workers": workers, "connections": connections}
@@ -311,7 +325,7 @@ async def workers_phase(
                 children.stop_server(server)
             run["mode"] = mode
             row[name] = run
-            single = saturation(reads["today"][name.split("_")[0]])[1]["rps"]
+            single = saturation(reads[network][name.split("_")[0]])[1]["rps"]
             spread = ", ".join(f"{s:.1f}" for s in run["server_cpu_s_by_process"] if s >= 0.05)
             progress(
                 f"  {name:21} {run['rps']:>7,.0f} req/s ({run['rps'] / single:.2f}x one process)"
