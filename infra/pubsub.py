@@ -23,11 +23,13 @@ from typing import NamedTuple
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from infra.feedstore import PRESENCE_TTL_SECONDS, live_key
+from infra.feedstore import FOLLOWS_CHANGED, PRESENCE_TTL_SECONDS, live_key
 
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 100
+# Messages that change what a listener should listen to (see `Listener.stale`).
+CONTROL_MESSAGES = frozenset({FOLLOWS_CHANGED})
 
 
 class Event(NamedTuple):
@@ -46,6 +48,11 @@ class Listener:
     Iterate it for the messages (bytes, in publication order per channel); call
     `update_channels` to listen to another set of channels without missing messages
     on the channels it keeps. Made by `PubSubHub.subscribe`, which unregisters it.
+
+    `stale` says the listener's channels may be out of date: set when a control message
+    (`CONTROL_MESSAGES`) arrives for it and after the hub lost its Redis connection
+    (messages published meanwhile are gone). Unlike the message itself, which a full
+    queue may drop, the flag stays until the consumer clears it.
     """
 
     def __init__(self, hub: PubSubHub, channels: frozenset[str], user_id: int) -> None:
@@ -54,6 +61,7 @@ class Listener:
         self.channels = channels
         self.user_id = user_id
         self.active = False  # registered in the hub, between `subscribe` and its exit
+        self.stale = False
 
     async def update_channels(self, channels: Iterable[str]) -> None:
         """Listen to exactly these channels from now on."""
@@ -76,7 +84,7 @@ class PubSubHub:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._pubsub: PubSub | None = None
-        self._queues: dict[str, set[asyncio.Queue[Event]]] = defaultdict(set)
+        self._listeners: dict[str, set[Listener]] = defaultdict(set)
         self._present: Counter[int] = Counter()
         self._reader: asyncio.Task[None] | None = None
         self._presence: asyncio.Task[None] | None = None
@@ -113,12 +121,12 @@ class PubSubHub:
         async with self._lock:
             if self._pubsub is None:
                 self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            new = [c for c in listener.channels if not self._queues.get(c)]
+            new = [c for c in listener.channels if not self._listeners.get(c)]
             if new:
                 await self._pubsub.subscribe(*new)
             await self.redis.set(live_key(listener.user_id), 1, ex=PRESENCE_TTL_SECONDS)
             for channel in listener.channels:
-                self._queues[channel].add(listener.queue)
+                self._listeners[channel].add(listener)
             self._present[listener.user_id] += 1
             listener.active = True
             self._start_tasks()
@@ -132,13 +140,13 @@ class PubSubHub:
                 raise RuntimeError("this listener is no longer subscribed to the hub")
             added = channels - listener.channels
             removed = listener.channels - channels
-            new = [c for c in added if not self._queues.get(c)]
+            new = [c for c in added if not self._listeners.get(c)]
             if new and self._pubsub is not None:
                 await self._pubsub.subscribe(*new)
             for channel in added:
-                self._queues[channel].add(listener.queue)
+                self._listeners[channel].add(listener)
             listener.channels = channels
-            unused = self._release(removed, listener.queue)
+            unused = self._release(removed, listener)
             self._start_tasks()  # the reader stops whenever no channel is listened to
             if unused and self._pubsub is not None:
                 await self._pubsub.unsubscribe(*unused)
@@ -146,7 +154,7 @@ class PubSubHub:
     async def _leave(self, listener: Listener) -> None:
         async with self._lock:
             listener.active = False
-            unused = self._release(listener.channels, listener.queue)
+            unused = self._release(listener.channels, listener)
             self._present[listener.user_id] -= 1
             if self._present[listener.user_id] <= 0:
                 # Presence expires by its TTL: another process may still hold the user.
@@ -161,26 +169,29 @@ class PubSubHub:
         if self._presence is None or self._presence.done():
             self._presence = asyncio.create_task(self._refresh_presence())
 
-    def _release(self, channels: Iterable[str], queue: asyncio.Queue[Event]) -> list[str]:
-        """Unregister the queue from the channels; return those nobody listens to now."""
+    def _release(self, channels: Iterable[str], listener: Listener) -> list[str]:
+        """Unregister the listener from the channels; return those nobody listens to now."""
         unused = []
         for channel in channels:
-            listeners = self._queues.get(channel)
+            listeners = self._listeners.get(channel)
             if listeners is None:
                 continue
-            listeners.discard(queue)
+            listeners.discard(listener)
             if not listeners:
-                del self._queues[channel]
+                del self._listeners[channel]
                 unused.append(channel)
         return unused
 
     async def _read(self) -> None:
         assert self._pubsub is not None
-        while self._queues:
+        while self._listeners:
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
             except Exception:  # connection lost: back off, the client reconnects on next use
                 log.warning("pub/sub read failed; retrying", exc_info=True)
+                for listeners in self._listeners.values():
+                    for listening in listeners:
+                        listening.stale = True
                 await asyncio.sleep(1)
                 continue
             if message is None or message.get("type") != "message":
@@ -188,7 +199,11 @@ class PubSubHub:
             channel = message["channel"]
             name = channel.decode() if isinstance(channel, bytes) else str(channel)
             event = Event(name, message["data"])
-            for queue in list(self._queues.get(name, ())):
+            control = event.data in CONTROL_MESSAGES
+            for listening in list(self._listeners.get(name, ())):
+                if control:
+                    listening.stale = True
+                queue = listening.queue
                 if queue.full():  # slow consumer: drop its oldest event, never block
                     with contextlib.suppress(asyncio.QueueEmpty):
                         queue.get_nowait()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncGenerator
 
 from infra.feedstore import FOLLOWS_CHANGED, author_channel, user_channel
+from infra.pubsub import Listener
 from models import PostStatus
 from schema.context import Info
 from schema.posts import Post
@@ -21,6 +23,20 @@ async def _live_channels(info: Info, viewer_id: int) -> list[str]:
     return [user_channel(viewer_id), *(author_channel(c) for c in celebrities)]
 
 
+async def _resync(info: Info, listener: Listener, viewer_id: int) -> None:
+    """Listen to the channels the viewer's follows call for now. If they cannot be read,
+    fall back to the viewer's own channel (never keep a celebrity the viewer may have
+    unfollowed or been blocked by) and try again on the next event."""
+    listener.stale = False
+    try:
+        await listener.update_channels(await _live_channels(info, viewer_id))
+    except Exception:
+        log.warning("could not re-read live channels of %d", viewer_id, exc_info=True)
+        listener.stale = True
+        with contextlib.suppress(Exception):
+            await listener.update_channels([user_channel(viewer_id)])
+
+
 async def feed_item_added(info: Info) -> AsyncGenerator[Post, None]:
     """READY posts entering the viewer's feed, live, including those of celebrities the
     viewer starts following while subscribed."""
@@ -34,12 +50,9 @@ async def feed_item_added(info: Info) -> AsyncGenerator[Post, None]:
         await listener.update_channels(await _live_channels(info, viewer_id))
         own = user_channel(viewer_id)
         async for channel, message in listener.events():
+            if listener.stale:  # whom the viewer follows changed, or messages were lost
+                await _resync(info, listener, viewer_id)
             if message == FOLLOWS_CHANGED:
-                try:
-                    await listener.update_channels(await _live_channels(info, viewer_id))
-                except Exception:
-                    # Keep the channels we have rather than end the client's subscription.
-                    log.warning("could not re-read live channels of %d", viewer_id, exc_info=True)
                 continue
             # Who may reach the viewer's own channel is decided by fan-out (it walks the
             # author's followers); a celebrity's channel counts while the viewer follows
@@ -54,4 +67,7 @@ async def feed_item_added(info: Info) -> AsyncGenerator[Post, None]:
             author = await context.resources.recent.user(record.post.author_id)
             if author is None:
                 continue
+            # Loaders are per operation, but a WebSocket connection's context outlives
+            # them: nested fields of this event must not read the last event's rows.
+            context.renew_loaders()
             yield Post.build(record.post, record.media or [], author)

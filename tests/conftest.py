@@ -176,9 +176,11 @@ async def run_worker(settings: Settings) -> AsyncIterator[Worker]:
         # Let jobs in flight finish first: a job cancelled inside a Redis read leaves its
         # connection mid-reply, and arq's clean-up on that connection then fails.
         worker.allow_pick_jobs = False
-        running = [job for job in worker.tasks.values() if not job.done()]
-        if running:
-            await asyncio.wait(running, timeout=60)
+        async with asyncio.timeout(60):
+            # A poll already under way may still start a job: wait until none runs.
+            await asyncio.sleep(0.1)  # two of the test worker's poll delays
+            while running := [job for job in worker.tasks.values() if not job.done()]:
+                await asyncio.wait(running)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -263,7 +265,9 @@ async def clean_state(srv: Server) -> None:
         if names:
             await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     await srv.redis.flushall()
-    srv.resources.recent.clear()  # ids restart: a moment-old record would be another's
+    # Ids restart: a moment-old record remembered by the process would be another's.
+    srv.resources.recent.clear()
+    srv.resources.home_feed.clear_memos()
 
 
 @pytest.fixture

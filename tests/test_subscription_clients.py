@@ -26,9 +26,9 @@ from gql import Client, GraphQLRequest
 from gql.transport.websockets import WebsocketsTransport
 from websockets.typing import Subprotocol
 
-from infra.feedstore import author_channel, user_channel
+from infra.feedstore import FOLLOWS_CHANGED, author_channel, user_channel
 from infra.ids import to_global_id
-from infra.pubsub import PubSubHub
+from infra.pubsub import QUEUE_SIZE, PubSubHub
 from tests.conftest import GraphQLClient, Server
 from tests.factories import Factory, MadeUser
 from workers.feed import kick_relay
@@ -582,3 +582,35 @@ async def test_an_author_who_becomes_a_celebrity_is_heard_by_live_followers(
         assert await next_item(ws) == expected_item(post_id, "famous now", star)
     finally:
         await ws.close()
+
+
+async def test_a_control_message_is_never_lost_to_a_full_queue(feed_server):
+    # A slow client's queue overflows and drops its oldest messages; a follows-changed
+    # among them must still make its subscription re-read whom to listen to.
+    hub = PubSubHub(feed_server.redis)
+    channel = f"test:slow:{uuid.uuid4().hex}"
+    total = QUEUE_SIZE + 50
+    try:
+        async with (
+            hub.subscribe([channel], presence_user=3) as slow,
+            hub.subscribe([channel], presence_user=4) as fast,
+        ):
+
+            async def drain_fast() -> None:
+                for _ in range(total + 1):
+                    await anext(fast)
+
+            # The hub hands each message to both listeners at once: when the fast one
+            # has the last, the slow one's queue holds all it will ever hold.
+            reader = asyncio.create_task(drain_fast())
+            await feed_server.redis.publish(channel, FOLLOWS_CHANGED)
+            for i in range(total):
+                await feed_server.redis.publish(channel, str(i))
+            async with asyncio.timeout(DEADLINE):
+                await reader
+            kept = [await anext(slow) for _ in range(QUEUE_SIZE)]
+            assert kept == [str(i).encode() for i in range(total - QUEUE_SIZE, total)]
+            assert FOLLOWS_CHANGED not in kept  # the message was dropped...
+            assert slow.stale  # ...its effect was not
+    finally:
+        await hub.close()

@@ -28,7 +28,7 @@ log = logging.getLogger("instagraph.feed")
 # Extra ids read per page, so a few deleted posts do not leave the page short.
 SLACK = 5
 REBUILD_WAIT_SECONDS = 2.0
-KNOWN_CELEBRITY_LISTS = 100_000  # a few MB: one short tuple per recent reader
+KNOWN_CELEBRITY_LISTS = 20_000  # ~20 MB at worst: one tuple of ids per recent reader
 AUTHOR_TTL_SECONDS = 2.0
 RECENT_AUTHORS = 20_000
 FAN_OUT_PROGRESS_TTL_SECONDS = 24 * 3600
@@ -73,14 +73,17 @@ class HomeFeed:
         # Per process, a hint only: which celebrities each recent reader followed.
         self._known_celebrities: OrderedDict[int, tuple[int, ...]] = OrderedDict()
         self._recent_authors: OrderedDict[int, tuple[float, Any]] = OrderedDict()
+        self._forgotten: OrderedDict[int, float] = OrderedDict()
 
     # -- reading -------------------------------------------------------------------
 
     async def read(self, viewer_id: int, *, first: int, below: int | None) -> FeedResult:
         """A page of `first` READY posts below the cursor post id, hydrated: Redis ids
-        (one pipelined round trip, plus one for celebrity pulls), then posts and their
-        authors from the record caches (one round trip each when warm; PostgreSQL for
-        misses). Ids of posts deleted since fan-out are dropped from the viewer's feed."""
+        and celebrity pulls (one pipelined round trip when this process read the viewer's
+        feed before, else two), then posts and their authors from the record caches (one
+        round trip each when warm, authors only when not read here in the last
+        `AUTHOR_TTL_SECONDS`; PostgreSQL for misses). Ids of posts deleted since fan-out
+        are dropped from the viewer's feed."""
         want = first + 1 + SLACK
         ids = await self.page_ids(viewer_id, below=below, count=want)
         found = await fetch_posts(self.engine, self.cache, ids)
@@ -145,6 +148,10 @@ class HomeFeed:
         if missing:
             fetched = await fetch_users(self.engine, self.cache, missing)
             for user_id, row in fetched.items():
+                # A change made here while this read was under way: do not keep the
+                # row it may predate (the next page reads it again).
+                if self._forgotten.get(user_id, -1.0) >= now:
+                    continue
                 self._recent_authors[user_id] = (now + AUTHOR_TTL_SECONDS, row)
                 self._recent_authors.move_to_end(user_id)
             while len(self._recent_authors) > RECENT_AUTHORS:
@@ -154,15 +161,29 @@ class HomeFeed:
 
     def forget_users(self, user_ids: list[int]) -> None:
         """This process changed these users: its own pages show the change at once."""
+        now = time.monotonic()
         for user_id in user_ids:
             self._recent_authors.pop(user_id, None)
+            self._forgotten[user_id] = now
+            self._forgotten.move_to_end(user_id)
+        # Only reads started before a forget matter, and none lasts a TTL.
+        while self._forgotten and next(iter(self._forgotten.values())) < now - AUTHOR_TTL_SECONDS:
+            self._forgotten.popitem(last=False)
+
+    def clear_memos(self) -> None:
+        """Forget what this process remembers of readers and authors (tests empty the
+        database between cases, and ids start again)."""
+        self._known_celebrities.clear()
+        self._recent_authors.clear()
+        self._forgotten.clear()
 
     def _remember_celebrities(self, viewer_id: int, celebrities: list[int]) -> None:
         known = tuple(celebrities)
         if self._known_celebrities.get(viewer_id) != known:
             self._known_celebrities[viewer_id] = known
-            if len(self._known_celebrities) > KNOWN_CELEBRITY_LISTS:
-                self._known_celebrities.popitem(last=False)
+        self._known_celebrities.move_to_end(viewer_id)  # least recently read go first
+        if len(self._known_celebrities) > KNOWN_CELEBRITY_LISTS:
+            self._known_celebrities.popitem(last=False)
 
     async def celebrities(self, viewer_id: int, page: FeedPage | None = None) -> list[int]:
         """Followed accounts at or above the threshold (pulled at read time): the cached
@@ -221,6 +242,19 @@ class HomeFeed:
         cached celebrity list, and one falling below it gets its recent posts pushed to
         its followers (readers stop pulling them). A live subscription of the follower
         is told to re-read which celebrity channels it listens to."""
+        try:
+            await self._follow_changed(follower_id, followee_id, added=added, followers=followers)
+        finally:
+            # Even when the rest failed (the edge changed all the same): live
+            # subscriptions must stop hearing an unfollowed or blocking celebrity.
+            try:
+                await self.feeds.publish_follows_changed(follower_id)
+            except RedisError:  # their own pub/sub is down too: they resync on reconnect
+                log.warning("could not tell %d's live subscriptions", follower_id, exc_info=True)
+
+    async def _follow_changed(
+        self, follower_id: int, followee_id: int, *, added: bool, followers: int
+    ) -> None:
         cap = self.settings.feed_cap
         async with self.engine.connect() as conn:
             recent = await queries.recent_post_ids(conn=conn, author_id=followee_id, limit=cap + 1)
@@ -240,10 +274,6 @@ class HomeFeed:
                     await enqueue_announce_celebrity(self.jobs, followee_id, epoch=epoch)
                 else:
                     await enqueue_backfill_author(self.jobs, followee_id, epoch=epoch)
-        try:
-            await self.feeds.publish_follows_changed(follower_id)
-        except RedisError:  # best effort: live subscriptions re-check every event anyway
-            log.warning("could not tell %d's live subscriptions", follower_id, exc_info=True)
 
     async def post_deleted(self, author_id: int, post_id: int) -> None:
         """Gone from every feed at once: the cached copy becomes a tombstone (feeds that
