@@ -9,6 +9,7 @@ from redis.crc import key_slot
 
 from domain.records import RecentRecords
 from infra.cache import RecordCache, post_key, slot_groups, user_key
+from infra.redis import HiredisPackingConnection, create_redis
 from tests.conftest import count_redis_round_trips
 
 
@@ -53,3 +54,24 @@ async def test_live_deliveries_share_one_read_of_a_post(server, factory):
     # A cold read: one MGET and a fill per kind (PostgreSQL behind them).
     assert trips.count <= 4
     assert await recent.post(10**15) is None  # unknown ids are None, not errors
+
+
+async def test_commands_packed_by_hiredis_round_trip_every_value_kind(server):
+    redis = create_redis(server.settings.redis_url)
+    try:
+        pool_class = redis.connection_pool.connection_class
+        assert pool_class is HiredisPackingConnection
+        await redis.set("k:str", "café ☕")
+        await redis.set("k:bytes", b"\x00\xffbytes")
+        await redis.zadd("k:z", {"a": 2**53 - 1, "b": 1.5})
+        assert await redis.get("k:str") == "café ☕".encode()
+        assert await redis.get("k:bytes") == b"\x00\xffbytes"
+        assert await redis.zscore("k:z", "a") == 2**53 - 1
+        assert await redis.zscore("k:z", "b") == 1.5
+        assert await redis.config_get("maxmemory")  # a command name with a space in it
+        pipe = redis.pipeline(transaction=False)
+        pipe.incrby("k:n", 7)
+        pipe.expire("k:n", 60)
+        assert await pipe.execute() == [7, True]
+    finally:
+        await redis.aclose()
