@@ -324,8 +324,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # here, the feed's worst tail; docs/benchmarks.md). And a young-generation
             # collection every 50,000 allocations instead of 700: a feed page allocates
             # thousands of short-lived objects, and with 64 requests in flight the
-            # default thresholds promote them and keep collecting (measured: ~15% more
-            # throughput at 64 connections; a few MB more memory).
+            # default thresholds promote them and keep collecting (one A/B run of the
+            # feed bench's small network: 794 -> 936 req/s at 64 connections, the same
+            # at 16; full runs are too noisy to show it; a few MB more memory).
             gc.collect()
             gc.freeze()
             gc.set_threshold(50_000, 20, 100)

@@ -18,7 +18,7 @@ import contextlib
 import logging
 from collections import Counter, defaultdict
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -51,8 +51,9 @@ class Listener:
 
     `stale` says the listener's channels may be out of date: set when a control message
     (`CONTROL_MESSAGES`) arrives for it and after the hub lost its Redis connection
-    (messages published meanwhile are gone). Unlike the message itself, which a full
-    queue may drop, the flag stays until the consumer clears it.
+    (messages published meanwhile are gone; a control message is then put in its queue
+    to wake it). Unlike the message itself, which a full queue may drop, the flag stays
+    until the consumer clears it.
     """
 
     def __init__(self, hub: PubSubHub, channels: frozenset[str], user_id: int) -> None:
@@ -78,6 +79,16 @@ class Listener:
         gives the data only)."""
         while True:
             yield await self.queue.get()
+
+    async def next_event(self, within: float | None = None) -> Event | None:
+        """The next message with its channel, or None when none came `within` seconds."""
+        if within is None:
+            return await self.queue.get()
+        try:
+            async with asyncio.timeout(within):
+                return await self.queue.get()
+        except TimeoutError:
+            return None
 
 
 class PubSubHub:
@@ -120,7 +131,9 @@ class PubSubHub:
         nothing is left registered that would keep a later listener from subscribing."""
         async with self._lock:
             if self._pubsub is None:
-                self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                self._pubsub = _HubPubSub(
+                    self, self.redis.connection_pool, ignore_subscribe_messages=True
+                )
             new = [c for c in listener.channels if not self._listeners.get(c)]
             if new:
                 await self._pubsub.subscribe(*new)
@@ -189,9 +202,7 @@ class PubSubHub:
                 message = await self._pubsub.get_message(timeout=1.0)
             except Exception:  # connection lost: back off, the client reconnects on next use
                 log.warning("pub/sub read failed; retrying", exc_info=True)
-                for listeners in self._listeners.values():
-                    for listening in listeners:
-                        listening.stale = True
+                self._lost_messages()
                 await asyncio.sleep(1)
                 continue
             if message is None or message.get("type") != "message":
@@ -208,6 +219,17 @@ class PubSubHub:
                     with contextlib.suppress(asyncio.QueueEmpty):
                         queue.get_nowait()
                 queue.put_nowait(event)
+
+    def _lost_messages(self) -> None:
+        """The connection to Redis dropped: whatever was published meanwhile is gone, so
+        every listener must re-read what to listen to (and is woken up to do it)."""
+        wake = Event("", FOLLOWS_CHANGED)
+        for listening in {x for listeners in self._listeners.values() for x in listeners}:
+            listening.stale = True
+            if listening.queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    listening.queue.get_nowait()
+            listening.queue.put_nowait(wake)
 
     async def _refresh_presence(self) -> None:
         while self._present:
@@ -228,3 +250,17 @@ class PubSubHub:
                     await task
         if self._pubsub is not None:
             await self._pubsub.aclose()
+
+
+class _HubPubSub(PubSub):
+    """redis-py's PubSub, telling the hub when it reconnected: redis-py re-subscribes by
+    itself after a dropped connection (its retries), without raising, and messages
+    published in between are lost without a trace."""
+
+    def __init__(self, hub: PubSubHub, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._hub = hub
+
+    async def on_connect(self, connection: Any) -> None:
+        await super().on_connect(connection)
+        self._hub._lost_messages()

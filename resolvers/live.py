@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncGenerator
 
@@ -13,6 +12,9 @@ from schema.context import Info
 from schema.posts import Post
 
 log = logging.getLogger(__name__)
+
+# How often a subscription whose channels could not be re-read tries again.
+RESYNC_RETRY_SECONDS = 5.0
 
 
 async def _live_channels(info: Info, viewer_id: int) -> list[str]:
@@ -25,16 +27,15 @@ async def _live_channels(info: Info, viewer_id: int) -> list[str]:
 
 async def _resync(info: Info, listener: Listener, viewer_id: int) -> None:
     """Listen to the channels the viewer's follows call for now. If they cannot be read,
-    fall back to the viewer's own channel (never keep a celebrity the viewer may have
-    unfollowed or been blocked by) and try again on the next event."""
+    the listener stays stale: events from celebrity channels are dropped meanwhile
+    (never a post of one the viewer may have unfollowed, or been blocked by), and the
+    read is tried again with the next event or after `RESYNC_RETRY_SECONDS`."""
     listener.stale = False
     try:
         await listener.update_channels(await _live_channels(info, viewer_id))
     except Exception:
         log.warning("could not re-read live channels of %d", viewer_id, exc_info=True)
         listener.stale = True
-        with contextlib.suppress(Exception):
-            await listener.update_channels([user_channel(viewer_id)])
 
 
 async def feed_item_added(info: Info) -> AsyncGenerator[Post, None]:
@@ -49,17 +50,19 @@ async def feed_item_added(info: Info) -> AsyncGenerator[Post, None]:
     ) as listener:
         await listener.update_channels(await _live_channels(info, viewer_id))
         own = user_channel(viewer_id)
-        async for channel, message in listener.events():
+        while True:
+            event = await listener.next_event(RESYNC_RETRY_SECONDS if listener.stale else None)
             if listener.stale:  # whom the viewer follows changed, or messages were lost
                 await _resync(info, listener, viewer_id)
-            if message == FOLLOWS_CHANGED:
+            if event is None or event.data == FOLLOWS_CHANGED:
                 continue
+            channel, message = event
             # Who may reach the viewer's own channel is decided by fan-out (it walks the
             # author's followers); a celebrity's channel counts while the viewer follows
             # them, i.e. while it is among the listener's channels (an event queued just
             # before an unfollow or a block is dropped here). No query per event: one
             # process may hold a thousand subscribers of the same author.
-            if channel != own and channel not in listener.channels:
+            if channel != own and (listener.stale or channel not in listener.channels):
                 continue
             record = await context.resources.recent.post(int(message))
             if record is None or record.post.status != PostStatus.READY:

@@ -138,15 +138,18 @@ async def _change_graph(info: Info, user_id: strawberry.ID, change: GraphChange)
             changes = await change(conn=conn, viewer_id=viewer_id, target_id=target_id)
     except DomainError as exc:
         return UserPayload(errors=[UserError.from_error(exc)])
+    home_feed = info.context.home_feed
+    # First, whatever fails after: every follower whose follows changed has their live
+    # subscriptions re-read whom to listen to (an unfollowed or blocking celebrity
+    # must go silent at once).
+    await home_feed.tell_follows_changed([change[0] for change in changes])
     await info.context.cache.forget_users([viewer_id, target_id])
-    info.context.home_feed.forget_users([viewer_id, target_id])
+    home_feed.forget_users([viewer_id, target_id])
     loaders = info.context.loaders
     loaders.forget_follow_state(target_id)
     loaders.user_by_id.clear(viewer_id)
     for follower_id, followee_id, added, followers in changes:
-        await info.context.home_feed.follow_changed(
-            follower_id, followee_id, added=added, followers=followers
-        )
+        await home_feed.follow_changed(follower_id, followee_id, added=added, followers=followers)
     return UserPayload(user=await load_user(info, target_id))
 
 

@@ -176,15 +176,17 @@ async def run_worker(settings: Settings) -> AsyncIterator[Worker]:
         # Let jobs in flight finish first: a job cancelled inside a Redis read leaves its
         # connection mid-reply, and arq's clean-up on that connection then fails.
         worker.allow_pick_jobs = False
-        async with asyncio.timeout(60):
-            # A poll already under way may still start a job: wait until none runs.
-            await asyncio.sleep(0.1)  # two of the test worker's poll delays
-            while running := [job for job in worker.tasks.values() if not job.done()]:
-                await asyncio.wait(running)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await worker.close()
+        try:
+            async with asyncio.timeout(60):
+                # A poll already under way may still start a job: wait until none runs.
+                await asyncio.sleep(0.1)  # two of the test worker's poll delays
+                while running := [job for job in worker.tasks.values() if not job.done()]:
+                    await asyncio.wait(running)
+        finally:  # a job still running after a minute is cancelled (and the test fails)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await worker.close()
 
 
 def _with_redis_db(url: str, db: int) -> str:

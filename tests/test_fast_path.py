@@ -79,7 +79,9 @@ async def test_a_warm_compiled_page_costs_no_sql_and_few_redis_round_trips(
         await gql(FEED, token=reader.token)
     assert served.compiled == 1
     assert sql.count == 0
-    assert trips.count <= 4
+    # Feed and celebrity pull in one trip (this process read this reader before), posts,
+    # and authors unless this process read them in the last 2 s.
+    assert trips.count <= 3
 
 
 async def test_errors_on_the_compiled_path_read_as_strawberry_words_them(feed_server, gql, factory):

@@ -614,3 +614,29 @@ async def test_a_control_message_is_never_lost_to_a_full_queue(feed_server):
             assert slow.stale  # ...its effect was not
     finally:
         await hub.close()
+
+
+async def test_a_dropped_pubsub_connection_makes_every_listener_resync(feed_server):
+    # redis-py reconnects and re-subscribes by itself; what was published meanwhile is
+    # lost, so each listener is marked stale and woken to re-read its channels.
+    hub = PubSubHub(feed_server.redis)
+    channel = f"test:drop:{uuid.uuid4().hex}"
+    try:
+        async with hub.subscribe([channel], presence_user=5) as listener:
+            await wait_for_subscribers(feed_server, channel)
+            assert not listener.stale
+            await feed_server.redis.client_kill_filter(_type="pubsub")
+            async with asyncio.timeout(DEADLINE):
+                event = await listener.next_event()
+            assert event is not None and event.data == FOLLOWS_CHANGED
+            assert listener.stale
+            # And it hears its channel again afterwards.
+            listener.stale = False
+            await wait_for_subscribers(feed_server, channel)
+            await feed_server.redis.publish(channel, "after")
+            async with asyncio.timeout(DEADLINE):
+                while (event := await listener.next_event()) is not None and event.data != b"after":
+                    pass
+            assert event is not None and event.channel == channel
+    finally:
+        await hub.close()

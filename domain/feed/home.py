@@ -245,12 +245,19 @@ class HomeFeed:
         try:
             await self._follow_changed(follower_id, followee_id, added=added, followers=followers)
         finally:
-            # Even when the rest failed (the edge changed all the same): live
-            # subscriptions must stop hearing an unfollowed or blocking celebrity.
+            # Again once the feed work is done (the caller told them before it, see
+            # `tell_follows_changed`): a celebrity's channel must not outlive the edge.
+            await self.tell_follows_changed([follower_id])
+
+    async def tell_follows_changed(self, user_ids: list[int]) -> None:
+        """Have these users' live subscriptions re-read whom to listen to. Best effort,
+        one user at a time: when Redis is down, their pub/sub connections are too, and
+        the hub marks them stale when it reconnects."""
+        for user_id in user_ids:
             try:
-                await self.feeds.publish_follows_changed(follower_id)
-            except RedisError:  # their own pub/sub is down too: they resync on reconnect
-                log.warning("could not tell %d's live subscriptions", follower_id, exc_info=True)
+                await self.feeds.publish_follows_changed(user_id)
+            except RedisError:
+                log.warning("could not tell %d's live subscriptions", user_id, exc_info=True)
 
     async def _follow_changed(
         self, follower_id: int, followee_id: int, *, added: bool, followers: int
