@@ -8,7 +8,7 @@ lives here once.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,50 +75,82 @@ async def fetch_users(
 
 
 class RecentRecords:
-    """Posts and users read for live deliveries, shared by one process's subscriptions
-    for a moment: a post published to the 1,000 subscribers one API process holds is
-    read once (one Redis round trip), not 1,000 times. Concurrent readers of the same
-    id wait for the same read; a result is reused for `ttl` seconds, so a post deleted
-    meanwhile can still be delivered within that window (then vanishes from feeds)."""
+    """Posts and users this process read a moment ago, shared by its requests and
+    subscriptions: a post published to the 1,000 subscribers one API process holds is
+    read once, not 1,000 times, and the authors of feed pages (the few hundred accounts
+    a reader follows, page after page) are not read again for `ttl` seconds. Concurrent
+    readers of the same ids wait for the same read (one round trip per batch).
+
+    The price is up to `ttl` seconds of staleness in other processes (a renamed author,
+    a post deleted just after being published live). A writer in this process calls
+    `forget_users`, which also leaves the Redis cache's tombstone, so its own reads see
+    the change at once."""
 
     def __init__(
-        self, engine: AsyncEngine, cache: RecordCache, *, ttl: float = 2.0, maxsize: int = 1024
+        self,
+        engine: AsyncEngine,
+        cache: RecordCache,
+        *,
+        ttl: float = 2.0,
+        maxsize: int = 20_000,
     ) -> None:
         self.engine = engine
         self.cache = cache
         self.ttl = ttl
         self.maxsize = maxsize
-        self._reads: dict[tuple[str, int], tuple[float, asyncio.Future[Any]]] = {}
+        # (kind, id) -> (expiry, the read that brings it: a dict by id), oldest first.
+        self._reads: OrderedDict[tuple[str, int], tuple[float, asyncio.Future[Any]]] = OrderedDict()
+
+    async def post(self, post_id: int) -> PostRecord | None:
+        return (await self._many("post", [post_id], fetch_posts)).get(post_id)
+
+    async def user(self, user_id: int) -> Any | None:
+        return (await self.users([user_id])).get(user_id)
+
+    async def users(self, user_ids: Sequence[int]) -> dict[int, Any]:
+        """Users by id (unknown ids absent): one read for all those not read lately."""
+        return await self._many("user", user_ids, fetch_users)
+
+    async def forget_users(self, user_ids: Sequence[int]) -> None:
+        """These users changed: drop them here and leave the Redis cache's tombstone, so
+        that no reader of this process or another caches the old row again."""
+        for user_id in user_ids:
+            self._reads.pop(("user", user_id), None)
+        await self.cache.forget_users(user_ids)
 
     def clear(self) -> None:
         """Forget every shared read (tests empty the database between cases)."""
         self._reads.clear()
 
-    async def post(self, post_id: int) -> PostRecord | None:
-        found: dict[int, PostRecord] = await self._shared("post", post_id, fetch_posts)
-        return found.get(post_id)
-
-    async def user(self, user_id: int) -> Any | None:
-        found: dict[int, Any] = await self._shared("user", user_id, fetch_users)
-        return found.get(user_id)
-
-    async def _shared(self, kind: str, key: int, fetch: Any) -> Any:
+    async def _many(self, kind: str, keys: Sequence[int], fetch: Any) -> dict[int, Any]:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        entry = self._reads.get((kind, key))
-        if entry is None or entry[0] < now:
-            if len(self._reads) >= self.maxsize:
-                self._reads = {k: v for k, v in self._reads.items() if v[0] >= now}
-                while len(self._reads) >= self.maxsize:  # all fresh: drop the oldest
-                    del self._reads[next(iter(self._reads))]
-            future = asyncio.ensure_future(fetch(self.engine, self.cache, [key]))
-            entry = (now + self.ttl, future)
-            self._reads[(kind, key)] = entry
-            future.add_done_callback(lambda f, k=(kind, key): self._forget_failed(k, f))
-        return await asyncio.shield(entry[1])
+        reads: dict[int, asyncio.Future[Any]] = {}
+        missing: list[int] = []
+        for key in keys:
+            entry = self._reads.get((kind, key))
+            if entry is not None and entry[0] >= now:
+                reads[key] = entry[1]
+            else:
+                missing.append(key)
+        if missing:
+            batch = asyncio.ensure_future(fetch(self.engine, self.cache, missing))
+            for key in missing:
+                self._reads[(kind, key)] = (now + self.ttl, batch)
+                self._reads.move_to_end((kind, key))
+                reads[key] = batch
+            while len(self._reads) > self.maxsize:
+                self._reads.popitem(last=False)
+            batch.add_done_callback(lambda f, k=kind, m=missing: self._forget_failed(k, m, f))
+        found: dict[int, Any] = {}
+        for read in set(reads.values()):
+            # Shielded: a waiter cancelled (a client gone) must not cancel the others' read.
+            found.update(await asyncio.shield(read))
+        return {key: found[key] for key in keys if key in found}
 
-    def _forget_failed(self, key: tuple[str, int], future: asyncio.Future[Any]) -> None:
+    def _forget_failed(self, kind: str, keys: list[int], future: asyncio.Future[Any]) -> None:
         if future.cancelled() or future.exception() is not None:
-            entry = self._reads.get(key)
-            if entry is not None and entry[1] is future:
-                del self._reads[key]
+            for key in keys:
+                entry = self._reads.get((kind, key))
+                if entry is not None and entry[1] is future:
+                    del self._reads[(kind, key)]

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, defaultdict
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
@@ -74,12 +74,6 @@ class Listener:
     async def __anext__(self) -> bytes:
         return (await self.queue.get()).data
 
-    async def events(self) -> AsyncIterator[Event]:
-        """The messages with the channel each came on (iterating the listener itself
-        gives the data only)."""
-        while True:
-            yield await self.queue.get()
-
     async def next_event(self, within: float | None = None) -> Event | None:
         """The next message with its channel, or None when none came `within` seconds."""
         if within is None:
@@ -117,14 +111,6 @@ class PubSubHub:
             yield listener
         finally:
             await self._leave(listener)
-
-    async def listen(
-        self, channels: Iterable[str], *, presence_user: int
-    ) -> AsyncGenerator[bytes, None]:
-        """Messages published on any of the channels, until the caller stops iterating."""
-        async with self.subscribe(channels, presence_user=presence_user) as listener:
-            async for message in listener:
-                yield message
 
     async def _join(self, listener: Listener) -> None:
         """Subscribe and mark presence first, register last: if Redis fails on the way,

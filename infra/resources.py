@@ -8,8 +8,9 @@ same way in each and called by the same names.
     cache      record caches of users and READY posts, in `redis`
     feeds      the Redis side of the home feed (`infra.feedstore.FeedStore`)
     home_feed  the feed's rules (`domain.feed.home.HomeFeed`)
-    recent     posts and users read for live deliveries, shared by the process's
-               subscriptions for a moment (`domain.records.RecentRecords`)
+    recent     posts and users this process read a moment ago, shared by its requests
+               and subscriptions (`domain.records.RecentRecords`); writers forget users
+               through it
     pubsub     the process's pub/sub hub for live subscriptions (connects on first use)
 
 In the worker, arq's own `ctx["redis"]` stays arq's; our code uses `ctx["resources"]`.
@@ -60,6 +61,7 @@ class Resources:
         jobs = ArqRedis.from_url(settings.redis_url)
         cache = RecordCache(redis, settings.cache_ttl_seconds)
         feeds = create_feed_store(redis, settings)
+        recent = RecentRecords(engine, cache)
         return cls(
             settings=settings,
             engine=engine,
@@ -69,9 +71,9 @@ class Resources:
             cache=cache,
             feeds=feeds,
             home_feed=HomeFeed(
-                engine=engine, feeds=feeds, cache=cache, settings=settings, jobs=jobs
+                engine=engine, feeds=feeds, cache=cache, settings=settings, recent=recent, jobs=jobs
             ),
-            recent=RecentRecords(engine, cache),
+            recent=recent,
             pubsub=PubSubHub(redis),
         )
 

@@ -116,8 +116,7 @@ async def update_profile(
         return UserPayload(errors=[UserError.from_error(exc)])
     if row is None:  # the account was deleted while the token lived
         return UserPayload(errors=[UserError(message="No such user.", code=ErrorCode.NOT_FOUND)])
-    await info.context.cache.forget_users([viewer_id])
-    info.context.home_feed.forget_users([viewer_id])
+    await info.context.resources.recent.forget_users([viewer_id])
     info.context.loaders.user_by_id.prime_rows([row])
     return UserPayload(user=User.from_row(row))
 
@@ -143,8 +142,7 @@ async def _change_graph(info: Info, user_id: strawberry.ID, change: GraphChange)
     # subscriptions re-read whom to listen to (an unfollowed or blocking celebrity
     # must go silent at once).
     await home_feed.tell_follows_changed([change[0] for change in changes])
-    await info.context.cache.forget_users([viewer_id, target_id])
-    home_feed.forget_users([viewer_id, target_id])
+    await info.context.resources.recent.forget_users([viewer_id, target_id])
     loaders = info.context.loaders
     loaders.forget_follow_state(target_id)
     loaders.user_by_id.clear(viewer_id)

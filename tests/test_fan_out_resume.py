@@ -33,6 +33,7 @@ async def test_a_restarted_fan_out_continues_after_its_last_batch(feed_server, f
         feeds=feeds,
         cache=feed_server.resources.cache,
         settings=settings,
+        recent=feed_server.resources.recent,
     )
     # A previous run finished the batch ending at the third newest follower, then died.
     await feed_server.redis.set(f"fanout:progress:{post_id}", edges[2].id)

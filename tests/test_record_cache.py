@@ -6,6 +6,7 @@ import asyncio
 from types import SimpleNamespace
 
 from redis.crc import key_slot
+from sqlalchemy import text
 
 from domain.records import RecentRecords
 from infra.cache import RecordCache, post_key, slot_groups, user_key
@@ -75,3 +76,20 @@ async def test_commands_packed_by_hiredis_round_trip_every_value_kind(server):
         assert await pipe.execute() == [7, True]
     finally:
         await redis.aclose()
+
+
+async def test_a_forgotten_user_is_read_again_at_once(server, factory):
+    # Feed pages reuse the authors this process read a moment ago; a writer here forgets
+    # them (and tombstones Redis), so its own next page shows the change.
+    author = await factory.user("renamed")
+    recent = RecentRecords(server.engine, server.resources.cache, ttl=60)
+    before = await recent.users([author.pk])
+    async with server.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE users SET display_name = 'New Name' WHERE id = :id"), {"id": author.pk}
+        )
+    assert (await recent.users([author.pk]))[author.pk] is before[author.pk]  # memo
+    await recent.forget_users([author.pk])
+    after = await recent.users([author.pk])
+    assert after[author.pk].display_name == "New Name"
+    assert await server.redis.get(f"user:{author.pk}") == b"-"  # readers elsewhere too

@@ -156,7 +156,7 @@ async def process_post(ctx: dict[str, Any], post_id: int) -> str:
             # Deleted while we rendered: the delete job may have run before our writes.
             await delete_post_objects(ctx, post_id)
         return "skipped"
-    await ctx["resources"].cache.forget_users([ready.author_id])  # its post count moved
+    await ctx["resources"].recent.forget_users([ready.author_id])  # its post count moved
     await kick_relay(ctx)
     return "ready"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -16,7 +15,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.feed import queries
-from domain.records import fetch_posts, fetch_users
+from domain.records import RecentRecords, fetch_posts
 from infra.cache import RecordCache
 from infra.feedstore import FeedPage, FeedStore
 from models import PostStatus
@@ -29,8 +28,6 @@ log = logging.getLogger("instagraph.feed")
 SLACK = 5
 REBUILD_WAIT_SECONDS = 2.0
 KNOWN_CELEBRITY_LISTS = 20_000  # ~20 MB at worst: one tuple of ids per recent reader
-AUTHOR_TTL_SECONDS = 2.0
-RECENT_AUTHORS = 20_000
 FAN_OUT_PROGRESS_TTL_SECONDS = 24 * 3600
 
 
@@ -63,17 +60,17 @@ class HomeFeed:
         feeds: FeedStore,
         cache: RecordCache,
         settings: Settings,
+        recent: RecentRecords,
         jobs: ArqRedis | None = None,
     ) -> None:
         self.engine = engine
         self.feeds = feeds
         self.cache = cache
         self.settings = settings
+        self.recent = recent
         self.jobs = jobs
         # Per process, a hint only: which celebrities each recent reader followed.
         self._known_celebrities: OrderedDict[int, tuple[int, ...]] = OrderedDict()
-        self._recent_authors: OrderedDict[int, tuple[float, Any]] = OrderedDict()
-        self._forgotten: OrderedDict[int, float] = OrderedDict()
 
     # -- reading -------------------------------------------------------------------
 
@@ -81,8 +78,8 @@ class HomeFeed:
         """A page of `first` READY posts below the cursor post id, hydrated: Redis ids
         and celebrity pulls (one pipelined round trip when this process read the viewer's
         feed before, else two), then posts and their authors from the record caches (one
-        round trip each when warm, authors only when not read here in the last
-        `AUTHOR_TTL_SECONDS`; PostgreSQL for misses). Ids of posts deleted since fan-out
+        round trip each when warm, authors only when this process did not read them a
+        moment ago: `RecentRecords`; PostgreSQL for misses). Ids of posts deleted since fan-out
         are dropped from the viewer's feed."""
         want = first + 1 + SLACK
         ids = await self.page_ids(viewer_id, below=below, count=want)
@@ -92,7 +89,7 @@ class HomeFeed:
             await self.feeds.remove_from_feed(viewer_id, gone)
         shown = [found[i] for i in ids if i in found and found[i].post.status == PostStatus.READY]
         page = shown[:first]
-        authors = await self._authors(list({r.post.author_id for r in page}))
+        authors = await self.recent.users(list({r.post.author_id for r in page}))
         items = [
             FeedItem(r.post, r.media or [], authors[r.post.author_id])
             for r in page
@@ -133,49 +130,10 @@ class HomeFeed:
             return ids
         return sorted(set(page.ids) | set(pulled), reverse=True)[:count]
 
-    async def _authors(self, user_ids: list[int]) -> dict[int, Any]:
-        """Authors of a page: the few hundred accounts a reader follows come back page
-        after page, so each process keeps what it read for `AUTHOR_TTL_SECONDS` (a
-        renamed author shows in other processes' feeds that much later) and reads only
-        the rest."""
-        now = time.monotonic()
-        found: dict[int, Any] = {}
-        for user_id in user_ids:
-            known = self._recent_authors.get(user_id)
-            if known is not None and known[0] > now:
-                found[user_id] = known[1]
-        missing = [u for u in user_ids if u not in found]
-        if missing:
-            fetched = await fetch_users(self.engine, self.cache, missing)
-            for user_id, row in fetched.items():
-                # A change made here while this read was under way: do not keep the
-                # row it may predate (the next page reads it again).
-                if self._forgotten.get(user_id, -1.0) >= now:
-                    continue
-                self._recent_authors[user_id] = (now + AUTHOR_TTL_SECONDS, row)
-                self._recent_authors.move_to_end(user_id)
-            while len(self._recent_authors) > RECENT_AUTHORS:
-                self._recent_authors.popitem(last=False)
-            found.update(fetched)
-        return found
-
-    def forget_users(self, user_ids: list[int]) -> None:
-        """This process changed these users: its own pages show the change at once."""
-        now = time.monotonic()
-        for user_id in user_ids:
-            self._recent_authors.pop(user_id, None)
-            self._forgotten[user_id] = now
-            self._forgotten.move_to_end(user_id)
-        # Only reads started before a forget matter, and none lasts a TTL.
-        while self._forgotten and next(iter(self._forgotten.values())) < now - AUTHOR_TTL_SECONDS:
-            self._forgotten.popitem(last=False)
-
     def clear_memos(self) -> None:
-        """Forget what this process remembers of readers and authors (tests empty the
-        database between cases, and ids start again)."""
+        """Forget which celebrities recent readers followed (tests empty the database
+        between cases, and ids start again)."""
         self._known_celebrities.clear()
-        self._recent_authors.clear()
-        self._forgotten.clear()
 
     def _remember_celebrities(self, viewer_id: int, celebrities: list[int]) -> None:
         known = tuple(celebrities)
@@ -287,8 +245,7 @@ class HomeFeed:
         still hold the id drop it when they hydrate), the author's pull set loses it and
         the author's cached counts are forgotten."""
         await self.cache.bury_post(post_id)
-        await self.cache.forget_users([author_id])
-        self.forget_users([author_id])
+        await self.recent.forget_users([author_id])
         await self.feeds.remove_post(author_id, post_id)
 
     # -- fan-out on write -----------------------------------------------------------
