@@ -26,6 +26,8 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.blocks import HiddenUsers
+from domain.engagement import Engagement
 from domain.feed.home import HomeFeed
 from domain.records import RecentRecords
 from infra.cache import RecordCache
@@ -49,6 +51,8 @@ class Resources:
     home_feed: HomeFeed
     recent: RecentRecords
     pubsub: PubSubHub
+    hidden: HiddenUsers
+    engagement: Engagement
 
     @classmethod
     def create(cls, settings: Settings, *, storage: Storage | None = None) -> Resources:
@@ -75,6 +79,8 @@ class Resources:
             ),
             recent=recent,
             pubsub=PubSubHub(redis),
+            hidden=HiddenUsers(engine, redis),
+            engagement=Engagement(engine, redis),
         )
 
     @classmethod

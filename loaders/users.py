@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
 from aiodataloader import DataLoader
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from domain.blocks import HiddenUsers
 from domain.follows import followees_among, followers_among
 from domain.records import fetch_users
 from infra.cache import RecordCache
@@ -68,12 +70,35 @@ class FollowsViewerLoader(_FollowStateLoader):
 class Loaders:
     """Every loader of one request (or one WebSocket operation)."""
 
-    def __init__(self, engine: AsyncEngine, cache: RecordCache, viewer_id: int | None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        cache: RecordCache,
+        viewer_id: int | None,
+        hidden: HiddenUsers | None = None,
+    ) -> None:
+        self.viewer_id = viewer_id
+        self._hidden_of = hidden if hidden is not None else HiddenUsers(engine, cache.redis)
+        self._hidden: asyncio.Future[frozenset[int]] | None = None
         self.user_by_id = UserByIdLoader(engine, cache)
         self.followed_by_viewer = FollowedByViewerLoader(engine, viewer_id)
         self.follows_viewer = FollowsViewerLoader(engine, viewer_id)
         self.post_by_id = PostByIdLoader(engine, cache)
         self.media_by_post_id = MediaByPostIdLoader(engine)
+
+    async def hidden_users(self) -> frozenset[int]:
+        """Accounts hidden from the viewer by a block either way (`domain.blocks`), read
+        once per request."""
+        if self._hidden is None:
+            self._hidden = asyncio.ensure_future(self._hidden_of.of(self.viewer_id))
+        return await asyncio.shield(self._hidden)
+
+    async def is_hidden(self, user_id: int) -> bool:
+        return user_id in await self.hidden_users()
+
+    def forget_hidden(self) -> None:
+        """After a block or unblock by the viewer in this request."""
+        self._hidden = None
 
     def forget_follow_state(self, user_id: int) -> None:
         """After a mutation changed edges or counts around user_id."""

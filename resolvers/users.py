@@ -126,7 +126,9 @@ EdgeChange = tuple[int, int, bool, int]
 GraphChange = Callable[..., Awaitable[list[EdgeChange]]]
 
 
-async def _change_graph(info: Info, user_id: strawberry.ID, change: GraphChange) -> UserPayload:
+async def _change_graph(
+    info: Info, user_id: strawberry.ID, change: GraphChange, *, hides: bool = False
+) -> UserPayload:
     """The shape every follow-graph mutation shares: parse the target, change the edge
     in one transaction, bring caches and feeds in line, then answer with the target
     as it is now."""
@@ -137,6 +139,9 @@ async def _change_graph(info: Info, user_id: strawberry.ID, change: GraphChange)
             changes = await change(conn=conn, viewer_id=viewer_id, target_id=target_id)
     except DomainError as exc:
         return UserPayload(errors=[UserError.from_error(exc)])
+    if hides:  # a block or unblock: who is hidden from whom changed for both
+        await info.context.resources.hidden.forget(viewer_id, target_id)
+        info.context.loaders.forget_hidden()
     home_feed = info.context.home_feed
     # First, whatever fails after: every follower whose follows changed has their live
     # subscriptions re-read whom to listen to (an unfollowed or blocking celebrity
@@ -205,8 +210,8 @@ async def decline_follow_request(info: Info, user_id: strawberry.ID) -> UserPayl
 
 
 async def block(info: Info, user_id: strawberry.ID) -> UserPayload:
-    return await _change_graph(info, user_id, _block)
+    return await _change_graph(info, user_id, _block, hides=True)
 
 
 async def unblock(info: Info, user_id: strawberry.ID) -> UserPayload:
-    return await _change_graph(info, user_id, _unblock)
+    return await _change_graph(info, user_id, _unblock, hides=True)

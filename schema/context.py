@@ -43,7 +43,9 @@ class Context:
     @property
     def loaders(self) -> Loaders:
         if self._loaders is None:
-            self._loaders = Loaders(self.resources.engine, self.resources.cache, self.viewer_id)
+            self._loaders = Loaders(
+                self.resources.engine, self.resources.cache, self.viewer_id, self.resources.hidden
+            )
         return self._loaders
 
     @loaders.setter

@@ -35,6 +35,10 @@ from resolvers import feed as feed_resolvers
 from resolvers import live as live_resolvers
 from resolvers import posts as post_resolvers
 from resolvers import users as user_resolvers
+from schema import hashtags as hashtag_schema
+from schema import notifications as notification_schema
+from schema import social as social_schema
+from schema import stories as story_schema
 from schema.common import Node, scalar_map
 from schema.context import IsAuthenticated
 from schema.documents import DocumentRegistry, PersistedQueryError
@@ -58,8 +62,8 @@ VALIDATION_CACHE_SIZE = 512
 auth: list[type[BasePermission]] = [IsAuthenticated]
 
 
-@strawberry.type(description="Entry points for reading.")
-class Query:
+@strawberry.type
+class CoreQuery:
     node: Node | None = strawberry.field(
         resolver=common_resolvers.resolve_node, description="Any object by its global ID."
     )
@@ -86,8 +90,8 @@ class Query:
     )
 
 
-@strawberry.type(description="Entry points for writing.")
-class Mutation:
+@strawberry.type
+class CoreMutation:
     sign_up: AuthPayload = strawberry.mutation(
         resolver=user_resolvers.sign_up, description="Create an account and log in."
     )
@@ -145,18 +149,35 @@ class Mutation:
     )
 
 
-@strawberry.type(
-    description=(
-        "Live updates: WebSocket (graphql-transport-ws or the legacy graphql-ws) or "
-        "multipart HTTP; see docs/subscriptions.md."
-    )
-)
-class Subscription:
+@strawberry.type
+class CoreSubscription:
     feed_item_added: Post = strawberry.subscription(  # type: ignore[assignment]  # Strawberry declares a subscription by its item type
         resolver=live_resolvers.feed_item_added,
         permission_classes=auth,
         description="READY posts entering the viewer's home feed, as they arrive.",
     )
+
+
+# One module per domain adds its own root fields (see each module's QUERIES...).
+DOMAINS = (social_schema, hashtag_schema, story_schema, notification_schema)
+
+
+def _root(name: str, core: type, part: str, description: str) -> type:
+    """A root type: the core fields plus every domain's (Strawberry's `merge_types`, with
+    a description)."""
+    parts = tuple(extra for domain in DOMAINS for extra in getattr(domain, part))
+    return strawberry.type(type(name, (core, *parts), {}), description=description)
+
+
+Query = _root("Query", CoreQuery, "QUERIES", "Entry points for reading.")
+Mutation = _root("Mutation", CoreMutation, "MUTATIONS", "Entry points for writing.")
+Subscription = _root(
+    "Subscription",
+    CoreSubscription,
+    "SUBSCRIPTIONS",
+    "Live updates: WebSocket (graphql-transport-ws or the legacy graphql-ws) or "
+    "multipart HTTP; see docs/subscriptions.md.",
+)
 
 
 _TOO_COMPLEX = re.compile(
@@ -255,7 +276,7 @@ def create_schema(settings: Settings) -> InstagraphSchema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        types=[User, Post, Media],
+        types=[User, Post, Media, *(t for domain in DOMAINS for t in domain.TYPES)],
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             lambda: AddValidationRules(rules),
