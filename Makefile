@@ -15,7 +15,7 @@ help:
 	@echo "make test     run the test suite against real embedded PostgreSQL, Redis and S3 (moto server)"
 	@echo "make lint     ruff and mypy"
 	@echo "make schema   export the server's SDL to schema.graphql"
-	@echo "make bench    run the benchmarks (media renditions, then the feed); results in bench/results/"
+	@echo "make bench    run the benchmarks (media, feed, like burst, user search); results in bench/results/"
 	@echo "make profile  where one feed page's time goes, stage by stage (docs/benchmarks.md)"
 	@echo "make seed     after make run: demo users, follows and posts through the real API"
 
@@ -55,6 +55,8 @@ bench-media: $(BENCH_STAMP)
 
 bench: bench-media
 	$(PY) -m bench.feed $(BENCH_ARGS)
+	$(PY) -m bench.likes
+	$(PY) -m bench.search
 
 profile: $(BENCH_STAMP)
 	$(PY) bench/profile_feed.py $(BENCH_ARGS)

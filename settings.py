@@ -97,6 +97,10 @@ class Settings:
     sweep_every_seconds: int = 60
     max_processing_attempts: int = 5
     job_timeout_seconds: int = 300
+    # Stories: visible for this long from READY (never after, cleanup or not); a cron
+    # deletes expired ones and their objects this often.
+    story_ttl_hours: int = 24
+    story_cleanup_every_minutes: int = 5
     # The home feed.
     feed_cap: int = 800
     author_posts_cap: int = 200
@@ -104,6 +108,10 @@ class Settings:
     inactive_after_seconds: int = 14 * 24 * 3600
     fanout_batch_size: int = 1000
     cache_ttl_seconds: int = 24 * 3600
+    # Rows each post's like and comment counts are spread over (domain/counters.py): more
+    # rows, more concurrent likes on one post; 1 is the single hot row (a benchmark's
+    # baseline). Changing it keeps every count exact.
+    counter_shards: int = 16
     # `make run`: API processes sharing the port (SO_REUSEPORT; see run.py).
     api_workers: int = 1
 
@@ -198,12 +206,15 @@ def load_settings() -> Settings:
         sweep_every_seconds=_env_int("SWEEP_EVERY_SECONDS", 60),
         max_processing_attempts=_env_int("MAX_PROCESSING_ATTEMPTS", 5),
         job_timeout_seconds=_env_int("JOB_TIMEOUT_SECONDS", 300),
+        story_ttl_hours=_env_int("STORY_TTL_HOURS", 24),
+        story_cleanup_every_minutes=_env_int("STORY_CLEANUP_EVERY_MINUTES", 5),
         feed_cap=_env_int("FEED_CAP", 800),
         author_posts_cap=_env_int("AUTHOR_POSTS_CAP", 200),
         celebrity_follower_threshold=_env_int("CELEBRITY_FOLLOWER_THRESHOLD", 10_000),
         inactive_after_seconds=_env_int("INACTIVE_AFTER_SECONDS", 14 * 24 * 3600),
         fanout_batch_size=_env_int("FANOUT_BATCH_SIZE", 1000),
         cache_ttl_seconds=_env_int("CACHE_TTL_SECONDS", 24 * 3600),
+        counter_shards=_env_int("COUNTER_SHARDS", 16),
         api_workers=_env_int("API_WORKERS", 1),
     )
 

@@ -4,8 +4,11 @@ hidden from whom".
 Readers ask `HiddenUsers.of(viewer_id)` (the set of accounts the viewer blocked or was
 blocked by), cached in Redis as one small blob per user so that a warm read path needs
 no SQL; SQL that lists other people's things filters with `not_hidden(viewer, column)`;
-mutations that touch another user check `blocked_either_way` inside their transaction.
-A block or unblock calls `HiddenUsers.forget(a, b)` after its commit.
+mutations that touch another user check `blocked_either_way` inside their transaction,
+after `hold_against_blocks` (so that a block committing meanwhile waits for them, or
+they for it). A block or unblock calls `HiddenUsers.forget(a, b)` inside its
+transaction, once its rules passed and before its commit, and `HiddenUsers.refresh(a, b)`
+after its commit.
 
 Everything hidden answers as if it did not exist (NOT_FOUND, null, absent from lists),
 so a block is never revealed to the blocked user.
@@ -13,6 +16,7 @@ so a block is never revealed to the blocked user.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import orjson
@@ -21,9 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ColumnElement
 
 from infra.cache import FORGET_SECONDS, TOMBSTONE
-from models import Block, table_of
+from models import Block, User, table_of
 
 blocks = table_of(Block)
+users = table_of(User)
 
 # How long a user's hidden set stays cached; writers leave a tombstone, so this is only
 # the memory bound, not a staleness window.
@@ -43,17 +48,36 @@ async def hidden_ids(*, conn: AsyncConnection, user_id: int) -> frozenset[int]:
     return frozenset((await conn.execute(query)).scalars())
 
 
+def _between(a: int, b: int) -> ColumnElement[bool]:
+    return or_(
+        and_(blocks.c.blocker_id == a, blocks.c.blocked_id == b),
+        and_(blocks.c.blocker_id == b, blocks.c.blocked_id == a),
+    )
+
+
 async def blocked_either_way(*, conn: AsyncConnection, a: int, b: int) -> bool:
     """Whether a block stands between a and b, in either direction."""
-    found = await conn.execute(
-        select(literal(1)).where(
-            or_(
-                and_(blocks.c.blocker_id == a, blocks.c.blocked_id == b),
-                and_(blocks.c.blocker_id == b, blocks.c.blocked_id == a),
-            )
-        )
-    )
+    found = await conn.execute(select(literal(1)).where(_between(a, b)).limit(1))
     return found.first() is not None
+
+
+async def hold_against_blocks(*, conn: AsyncConnection, user_id: int) -> None:
+    """Inside a transaction that is about to write something by user_id that a block
+    must take away (a like or comment on another's post, a notification from user_id):
+    share-lock user_id's row until the commit, then check for blocks.
+
+    A block locks both users' rows FOR NO KEY UPDATE (`domain.follows._lock_pair`),
+    which conflicts with FOR SHARE (not with FOR KEY SHARE, which the foreign keys take).
+    So either the block commits first and this transaction, waiting here, then sees it,
+    or this transaction commits first and the block's clean-up (waiting on the lock)
+    sees and removes what it wrote: never a like committed behind a block's clean-up.
+    Writers by the same user share the lock and do not wait on each other."""
+    await conn.execute(select(users.c.id).where(users.c.id == user_id).with_for_update(read=True))
+
+
+async def blockers_between(*, conn: AsyncConnection, a: int, b: int) -> set[int]:
+    """Which of a and b blocked the other (empty, one of them, or both)."""
+    return set((await conn.execute(select(blocks.c.blocker_id).where(_between(a, b)))).scalars())
 
 
 def not_hidden(viewer_id: int | None, user_column: Any) -> ColumnElement[bool]:
@@ -69,20 +93,42 @@ def not_hidden(viewer_id: int | None, user_column: Any) -> ColumnElement[bool]:
     )
 
 
+# Puts a writer's fresh set in place of its own tombstone only: if another writer's
+# tombstone replaced it, that writer's (later) read is the one to keep.
+_REPLACE_OWN_TOMBSTONE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+return false
+"""
+
+
+def _is_tombstone(blob: bytes) -> bool:
+    return blob.startswith(TOMBSTONE)  # a set is a JSON array: it starts with "["
+
+
 class HiddenUsers:
-    """Per-user hidden sets, Redis first (one GET), PostgreSQL behind. A fill is SET NX,
-    and a writer leaves a short tombstone (as the record caches do), so a reader who read
-    PostgreSQL just before a block committed cannot cache the old set again."""
+    """Per-user hidden sets, Redis first (one GET), PostgreSQL behind.
+
+    A reader's fill is SET NX, and a writer (a block made or lifted) lays a tombstone of
+    its own before its commit and again after it, then reads the new set and
+    puts it in place of that tombstone if it is still there. So a reader who read
+    PostgreSQL before the commit cannot cache the old set (NX fails on the tombstone or
+    on the writer's set), two writers touching one user leave the later read, a writer
+    that dies after its commit leaves a tombstone (readers go to PostgreSQL until it
+    expires), and the next requests of both users read Redis, not PostgreSQL."""
 
     def __init__(self, engine: AsyncEngine, redis: Any) -> None:
         self.engine = engine
         self.redis = redis
+        self._replace_own_tombstone = redis.register_script(_REPLACE_OWN_TOMBSTONE)
 
     async def of(self, user_id: int | None) -> frozenset[int]:
+        """Accounts user_id blocked or was blocked by (empty for an anonymous viewer)."""
         if user_id is None:
             return frozenset()
         blob = await self.redis.get(hidden_key(user_id))
-        if blob is not None and blob != TOMBSTONE:
+        if blob is not None and not _is_tombstone(blob):
             return frozenset(orjson.loads(blob))
         async with self.engine.connect() as conn:
             found = await hidden_ids(conn=conn, user_id=user_id)
@@ -92,9 +138,23 @@ class HiddenUsers:
             )
         return found
 
-    async def forget(self, *user_ids: int) -> None:
-        """After a block or unblock between these users committed."""
+    async def forget(self, *user_ids: int) -> dict[int, bytes]:
+        """Before a block or unblock between these users commits (and inside `refresh`
+        after it): a tombstone of this call's own per user, returned by user id."""
+        tombstones = {user_id: TOMBSTONE + uuid.uuid4().hex.encode() for user_id in user_ids}
         pipe = self.redis.pipeline(transaction=False)
-        for user_id in user_ids:
-            pipe.set(hidden_key(user_id), TOMBSTONE, ex=FORGET_SECONDS)
+        for user_id, tombstone in tombstones.items():
+            pipe.set(hidden_key(user_id), tombstone, ex=FORGET_SECONDS)
         await pipe.execute()
+        return tombstones
+
+    async def refresh(self, *user_ids: int) -> None:
+        """After a block or unblock between these users committed."""
+        tombstones = await self.forget(*user_ids)
+        async with self.engine.connect() as conn:
+            found = {user_id: await hidden_ids(conn=conn, user_id=user_id) for user_id in user_ids}
+        for user_id, hidden in found.items():
+            await self._replace_own_tombstone(
+                keys=[hidden_key(user_id)],
+                args=[tombstones[user_id], orjson.dumps(sorted(hidden)), HIDDEN_TTL_SECONDS],
+            )

@@ -9,12 +9,20 @@ opposite follows racing each other cannot deadlock.
 from __future__ import annotations
 
 from enum import Enum
+from typing import NamedTuple
 
 from sqlalchemy import and_, any_, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain.blocks import blocked_either_way, blockers_between, not_hidden
 from domain.errors import DomainError, ErrorCode
+from domain.notifications import (
+    NotificationKind,
+    delete_between,
+    delete_follow_request,
+    record_notification,
+)
 from domain.users import USER_COLUMNS
 from models import IDS, Block, DbRow, Follow, FollowRequest, User, table_of
 
@@ -62,23 +70,22 @@ async def _lock_pair(conn: AsyncConnection, *, viewer_id: int, target_id: int) -
     ).all()
     target = next((row for row in rows if row.id == target_id), None)
     if target is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "No such user.", field="userId")
+        raise _no_such_user()
     return target
 
 
+def _no_such_user() -> DomainError:
+    """The one answer for a user who does not exist and for one a block hides (either
+    way): the same code, words and field, so a block is never revealed."""
+    return DomainError(ErrorCode.NOT_FOUND, "No such user.", field="userId")
+
+
 async def _target(conn: AsyncConnection, *, viewer_id: int, target_id: int) -> DbRow:
-    """The target's privacy flag, or NOT_FOUND; FORBIDDEN when a block stands between them."""
+    """The target's privacy flag, with both rows locked; NOT_FOUND when it does not
+    exist or a block stands between them."""
     row = await _lock_pair(conn, viewer_id=viewer_id, target_id=target_id)
-    blocked = await conn.scalar(
-        select(blocks.c.blocker_id).where(
-            or_(
-                and_(blocks.c.blocker_id == viewer_id, blocks.c.blocked_id == target_id),
-                and_(blocks.c.blocker_id == target_id, blocks.c.blocked_id == viewer_id),
-            )
-        )
-    )
-    if blocked is not None:
-        raise DomainError(ErrorCode.FORBIDDEN, "You cannot follow this user.", field="userId")
+    if await blocked_either_way(conn=conn, a=viewer_id, b=target_id):
+        raise _no_such_user()
     return row
 
 
@@ -112,13 +119,25 @@ async def follow(
     if already is not None:
         return FollowOutcome.FOLLOWING, None
     if target.is_private:
-        await conn.execute(
+        filed = await conn.scalar(
             insert(requests)
             .values(requester_id=viewer_id, target_id=target_id)
             .on_conflict_do_nothing()
+            .returning(requests.c.requester_id)
         )
+        if filed is not None:
+            await record_notification(
+                conn=conn,
+                kind=NotificationKind.FOLLOW_REQUEST,
+                actor_id=viewer_id,
+                recipient_ids=[target_id],
+            )
         return FollowOutcome.REQUESTED, None
     count = await add_follow(conn=conn, follower_id=viewer_id, followee_id=target_id)
+    if count is not None:
+        await record_notification(
+            conn=conn, kind=NotificationKind.FOLLOW, actor_id=viewer_id, recipient_ids=[target_id]
+        )
     return (FollowOutcome.FOLLOWED if count is not None else FollowOutcome.FOLLOWING), count
 
 
@@ -135,51 +154,95 @@ async def remove_follow(*, conn: AsyncConnection, follower_id: int, followee_id:
 
 
 async def unfollow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> int | None:
-    """Remove the edge and any pending request. Idempotent; a missing user is NOT_FOUND."""
-    exists = await conn.scalar(select(users.c.id).where(users.c.id == target_id))
-    if exists is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "No such user.", field="userId")
-    await conn.execute(
-        delete(requests).where(
-            requests.c.requester_id == viewer_id, requests.c.target_id == target_id
-        )
+    """Remove the edge and any pending request (withdrawn: its FOLLOW_REQUEST goes too).
+    Idempotent; a missing user, or one a block hides, is NOT_FOUND.
+
+    The pair lock (as `follow` takes it) also makes a notification delivery for the
+    request, running at the same moment, finish before this or see the request gone
+    (`domain.notifications.deliver`)."""
+    await _target(conn, viewer_id=viewer_id, target_id=target_id)
+    withdrawn = await conn.scalar(
+        delete(requests)
+        .where(requests.c.requester_id == viewer_id, requests.c.target_id == target_id)
+        .returning(requests.c.requester_id)
     )
+    if withdrawn is not None:
+        await delete_follow_request(conn=conn, requester_id=viewer_id, target_id=target_id)
     return await remove_follow(conn=conn, follower_id=viewer_id, followee_id=target_id)
 
 
 async def _take_request(conn: AsyncConnection, *, viewer_id: int, requester_id: int) -> None:
-    """Remove a pending request to follow the viewer; NOT_FOUND if there is none."""
+    """Remove a pending request to follow the viewer; NOT_FOUND if there is none (a
+    block took any away, and the pair lock, taken as `block` takes it, keeps an approval
+    from racing a block into a follow across it)."""
+    missing = DomainError(ErrorCode.NOT_FOUND, "No pending request from this user.", field="userId")
+    try:
+        await _lock_pair(conn, viewer_id=viewer_id, target_id=requester_id)
+    except DomainError as exc:
+        raise missing from exc
+    if await blocked_either_way(conn=conn, a=viewer_id, b=requester_id):
+        raise missing
     filed = await conn.scalar(
         delete(requests)
         .where(requests.c.requester_id == requester_id, requests.c.target_id == viewer_id)
         .returning(requests.c.requester_id)
     )
     if filed is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "No pending request from this user.", field="userId")
+        raise missing
+    # Answered: the FOLLOW_REQUEST has nothing left to act on (an approval tells FOLLOW).
+    await delete_follow_request(conn=conn, requester_id=requester_id, target_id=viewer_id)
 
 
 async def approve_request(
     *, conn: AsyncConnection, viewer_id: int, requester_id: int
 ) -> int | None:
-    """Turn a pending request to follow the viewer into a follow."""
+    """Turn a pending request to follow the viewer into a follow.
+
+    The viewer was told FOLLOW_REQUEST when the request was filed; now the requester
+    follows them, they are told FOLLOW from the requester, as for a public account
+    ("started following you"). The contract has no "accepted your request" kind, so
+    the requester is not notified."""
     await _take_request(conn, viewer_id=viewer_id, requester_id=requester_id)
-    return await add_follow(conn=conn, follower_id=requester_id, followee_id=viewer_id)
+    count = await add_follow(conn=conn, follower_id=requester_id, followee_id=viewer_id)
+    if count is not None:
+        await record_notification(
+            conn=conn,
+            kind=NotificationKind.FOLLOW,
+            actor_id=requester_id,
+            recipient_ids=[viewer_id],
+        )
+    return count
 
 
 async def decline_request(*, conn: AsyncConnection, viewer_id: int, requester_id: int) -> None:
     await _take_request(conn, viewer_id=viewer_id, requester_id=requester_id)
 
 
-async def block(
-    *, conn: AsyncConnection, viewer_id: int, target_id: int
-) -> tuple[int | None, int | None]:
-    """Block a user: both follow edges and pending requests go. Idempotent. Returns the
+class BlockOutcome(NamedTuple):
+    """What a block changed: whether the block is new (False: it stood already), and the
     new follower counts of the target and of the viewer where an edge was removed."""
+
+    new: bool
+    target_followers: int | None
+    viewer_followers: int | None
+
+
+async def block(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> BlockOutcome:
+    """Block a user: both follow edges, pending requests and the notifications between
+    them go. Idempotent.
+
+    A user who blocked the viewer does not exist for the viewer: blocking them is
+    NOT_FOUND, as for a missing user (answering otherwise would reveal their block)."""
     if viewer_id == target_id:
         raise DomainError(ErrorCode.INVALID_INPUT, "You cannot block yourself.", field="userId")
     await _lock_pair(conn, viewer_id=viewer_id, target_id=target_id)
-    await conn.execute(
-        insert(blocks).values(blocker_id=viewer_id, blocked_id=target_id).on_conflict_do_nothing()
+    if await _hidden_by_their_block(conn, viewer_id=viewer_id, target_id=target_id):
+        raise _no_such_user()
+    new = await conn.scalar(
+        insert(blocks)
+        .values(blocker_id=viewer_id, blocked_id=target_id)
+        .on_conflict_do_nothing()
+        .returning(blocks.c.blocker_id)
     )
     removed_out = await remove_follow(conn=conn, follower_id=viewer_id, followee_id=target_id)
     removed_in = await remove_follow(conn=conn, follower_id=target_id, followee_id=viewer_id)
@@ -191,22 +254,43 @@ async def block(
             )
         )
     )
-    return removed_out, removed_in
+    # Their notifications to each other go with the block, so an unblock restores none.
+    await delete_between(conn=conn, a=viewer_id, b=target_id)
+    return BlockOutcome(new is not None, removed_out, removed_in)
 
 
-async def unblock(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> None:
-    exists = await conn.scalar(select(users.c.id).where(users.c.id == target_id))
-    if exists is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "No such user.", field="userId")
-    await conn.execute(
-        delete(blocks).where(blocks.c.blocker_id == viewer_id, blocks.c.blocked_id == target_id)
+async def unblock(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> bool:
+    """Lift the viewer's block of the target; True when there was one. Idempotent;
+    restores no follow (nor the notifications the block deleted). NOT_FOUND for a
+    missing user and for one who blocked the viewer (see `block`)."""
+    await _lock_pair(conn, viewer_id=viewer_id, target_id=target_id)
+    if await _hidden_by_their_block(conn, viewer_id=viewer_id, target_id=target_id):
+        raise _no_such_user()
+    lifted = await conn.scalar(
+        delete(blocks)
+        .where(blocks.c.blocker_id == viewer_id, blocks.c.blocked_id == target_id)
+        .returning(blocks.c.blocker_id)
     )
+    return lifted is not None
+
+
+async def _hidden_by_their_block(conn: AsyncConnection, *, viewer_id: int, target_id: int) -> bool:
+    """The target blocked the viewer and the viewer did not block the target: only the
+    target's block hides them from each other, so to the viewer the target is not there."""
+    return await blockers_between(conn=conn, a=viewer_id, b=target_id) == {target_id}
 
 
 async def follow_page(
-    *, conn: AsyncConnection, user_id: int, direction: str, first: int, after: int | None
+    *,
+    conn: AsyncConnection,
+    user_id: int,
+    direction: str,
+    first: int,
+    after: int | None,
+    viewer_id: int | None = None,
 ) -> list[DbRow]:
-    """One page (first + 1 rows, to tell whether more follow) of followers or followees.
+    """One page (first + 1 rows, to tell whether more follow) of followers or followees,
+    without the accounts a block hides from the viewer (either way).
 
     Newest first, keyset on the edge's monotonic id: a follow created between two
     page requests lands before the cursor and never shifts the next page.
@@ -218,7 +302,7 @@ async def follow_page(
     statement = (
         select(follows.c.id.label("edge_id"), *USER_COLUMNS)
         .join(users, users.c.id == other)
-        .where(anchor == user_id)
+        .where(anchor == user_id, not_hidden(viewer_id, other))
         .order_by(follows.c.id.desc())
         .limit(first + 1)
     )

@@ -7,7 +7,6 @@ transaction.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.errors import DomainError, ErrorCode
 from domain.feed.queries import write_fan_out_event
+from domain.hashtags import sync_post_tags
+from domain.notifications import NotificationKind, record_notification
+from domain.text import hashtags_of, mentioned_user_ids
 from infra.images import PHOTO_TYPES, VIDEO_TYPES
 from models import IDS, DbRow, Media, Post, PostStatus, User, table_of
 from settings import Settings
@@ -28,7 +30,8 @@ users = table_of(User)
 MAX_CAPTION = 2200
 MAX_MEDIA_ITEMS = 10
 MAX_IDEMPOTENCY_KEY = 128
-HASHTAG = re.compile(r"#(\w{1,100})")
+# Instagram's limit: tags past the 30th are ignored (kept in the caption, not indexed).
+MAX_HASHTAGS = 30
 
 
 @dataclass(frozen=True)
@@ -39,14 +42,6 @@ class MediaSpec:
 
 def media_kind(content_type: str) -> str:
     return "PHOTO" if content_type in PHOTO_TYPES else "VIDEO"
-
-
-def parse_hashtags(caption: str | None) -> list[str]:
-    """Lower-cased hashtags in order of first appearance: '#Sun #sun #sea' -> [sun, sea]."""
-    seen: dict[str, None] = {}
-    for tag in HASHTAG.findall(caption or ""):
-        seen.setdefault(tag.lower(), None)
-    return list(seen)[:30]
 
 
 def check_post_input(
@@ -148,7 +143,7 @@ async def create_post(
         .values(
             author_id=author_id,
             caption=caption,
-            hashtags=parse_hashtags(caption),
+            hashtags=hashtags_of(caption)[:MAX_HASHTAGS],
             idempotency_key=idempotency_key,
         )
         .on_conflict_do_nothing(
@@ -305,6 +300,19 @@ async def mark_ready(
         update(users).where(users.c.id == row.author_id).values(post_count=users.c.post_count + 1)
     )
     await write_fan_out_event(conn=conn, post_id=post_id, author_id=row.author_id)
+    # Discovery: the accounts the caption @mentions are told, now that others can see
+    # the post, and it enters its hashtags' pages: last, as a popular tag's counter row
+    # is this transaction's most contended lock (held until the commit).
+    mentioned = await mentioned_user_ids(conn=conn, author_id=row.author_id, text=row.caption)
+    if mentioned:
+        await record_notification(
+            conn=conn,
+            kind=NotificationKind.MENTION,
+            actor_id=row.author_id,
+            recipient_ids=mentioned,
+            post_id=post_id,
+        )
+    await sync_post_tags(conn=conn, post_id=post_id)
     return row
 
 
@@ -337,6 +345,8 @@ async def delete_post(*, conn: AsyncConnection, post_id: int, viewer_id: int) ->
             .where(users.c.id == row.author_id)
             .values(post_count=users.c.post_count - 1)
         )
+    # Tags from the caption and from the author's comments leave the tag pages.
+    await sync_post_tags(conn=conn, post_id=post_id)
     return row
 
 

@@ -71,6 +71,10 @@ register_heif_opener()
 PHOTO_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/webp", "image/heic"})
 VIDEO_TYPES: Final = frozenset({"video/mp4", "video/quicktime", "video/webm"})
 SIZES: Final = {"THUMB": 150, "FEED": 640, "FULL": 1080}
+# Stories fill a phone screen: their FULL rendition is exactly this frame (a centred cover
+# crop to 9:16, enlarged when the original is smaller), so every client paints the same
+# picture edge to edge without cropping it again.
+STORY_FRAME: Final = (1080, 1920)
 FORMATS: Final = ("JPEG", "WEBP")
 
 # Measured at 1080 px on this project's 2-core workers. JPEG: optimize + progressive
@@ -193,7 +197,7 @@ def sniff_content_type(head: bytes) -> str | None:
 # --- Photos ------------------------------------------------------------------------------
 
 
-def render_photo(path: Path) -> PhotoResult:
+def render_photo(path: Path, *, frame: tuple[int, int] | None = None) -> PhotoResult:
     """Decode a JPEG, PNG, WebP or HEIC photo and produce its THUMB/FEED/FULL renditions.
 
     The type is taken from the file's content. JPEGs are decoded at the smallest DCT scale
@@ -202,6 +206,9 @@ def render_photo(path: Path) -> PhotoResult:
     encoded as JPEG and WebP without any metadata; images are never upscaled, and THUMB is
     a centre square crop. Raises `MediaRejected` for anything that is not a decodable
     image within `MAX_PIXELS` and `MAX_ASPECT_RATIO`.
+
+    With a `frame` (a story's `STORY_FRAME`), FULL is instead exactly that size: a centred
+    cover crop of the whole image, enlarged if need be; THUMB and FEED are unchanged.
     """
     with path.open("rb") as fp:
         head = fp.read(SNIFF_BYTES)
@@ -209,23 +216,30 @@ def render_photo(path: Path) -> PhotoResult:
         if sniffed not in PHOTO_TYPES:
             raise MediaRejected(_NOT_AN_IMAGE)
         fp.seek(0)
-        image, detected, size = _decode_photo(fp)
-    return _render(image, detected, size)
+        image, detected, size = _decode_photo(fp, frame)
+    return _render(image, detected, size, frame)
 
 
-def render_image(image: Image.Image, detected_type: str) -> PhotoResult:
+def render_image(
+    image: Image.Image, detected_type: str, *, frame: tuple[int, int] | None = None
+) -> PhotoResult:
     """Produce the renditions and placeholder of an already decoded, upright image.
 
     `image` may be in any mode `render_photo` accepts (alpha is flattened onto white,
     palettes and 16-bit greyscale are converted) and may carry an `icc_profile` in its
     `info`; it is not modified. Used for video posters; `detected_type` is reported back
-    unchanged in the result.
+    unchanged in the result; `frame` is `render_photo`'s.
     """
     _check_aspect(*image.size)
-    return _render(image, detected_type, image.size)
+    return _render(image, detected_type, image.size, frame)
 
 
-def _render(image: Image.Image, detected_type: str, size: tuple[int, int]) -> PhotoResult:
+def _render(
+    image: Image.Image,
+    detected_type: str,
+    size: tuple[int, int],
+    frame: tuple[int, int] | None = None,
+) -> PhotoResult:
     # `size` is the oriented size of the original: a JPEG decoded by draft() is smaller.
     icc = image.info.get("icc_profile")
     base = _normalise_mode(image)
@@ -239,6 +253,9 @@ def _render(image: Image.Image, detected_type: str, size: tuple[int, int]) -> Ph
         thumb = _square(full, SIZES["THUMB"])
     else:
         thumb = _to_srgb_rgb(_square(base, SIZES["THUMB"]), icc)
+    if frame is not None:
+        # From the decoded image, not from FULL: a landscape FULL is far shorter than 1920.
+        full = _to_srgb_rgb(ImageOps.fit(base, frame, Image.Resampling.LANCZOS), icc)
     renditions = [
         _encode(name, im, fmt)
         for name, im in (("THUMB", thumb), ("FEED", feed), ("FULL", full))
@@ -253,7 +270,9 @@ def _render(image: Image.Image, detected_type: str, size: tuple[int, int]) -> Ph
     )
 
 
-def _decode_photo(fp: io.BufferedReader) -> tuple[Image.Image, str, tuple[int, int]]:
+def _decode_photo(
+    fp: io.BufferedReader, frame: tuple[int, int] | None = None
+) -> tuple[Image.Image, str, tuple[int, int]]:
     try:
         image: Image.Image = Image.open(fp, formats=_PILLOW_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -278,7 +297,7 @@ def _decode_photo(fp: io.BufferedReader) -> tuple[Image.Image, str, tuple[int, i
     _check_aspect(width, height)
     detected = _FORMAT_TYPES[image.format or "JPEG"]
     if image.format in ("JPEG", "MPO"):
-        image.draft("RGB", _draft_request(image.size, width, height))
+        image.draft("RGB", _draft_request(image.size, width, height, frame))
     try:
         image.load()
     except MemoryError:
@@ -300,13 +319,17 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) else 1
 
 
-def _draft_request(stored: tuple[int, int], width: int, height: int) -> tuple[int, int]:
+def _draft_request(
+    stored: tuple[int, int], width: int, height: int, frame: tuple[int, int] | None = None
+) -> tuple[int, int]:
     # draft() picks the largest DCT scale (1/2, 1/4, 1/8) whose output still covers the
-    # requested box in both dimensions; ask for what FULL (by width) and THUMB (by the
-    # short side) need, in the stored orientation.
+    # requested box in both dimensions; ask for what FULL (by width), THUMB (by the
+    # short side) and a story's frame (covered in both dimensions) need, in the stored
+    # orientation.
     scale = max(
         min(1.0, SIZES["FULL"] / width),
         min(1.0, SIZES["THUMB"] / min(width, height)),
+        min(1.0, max(frame[0] / width, frame[1] / height)) if frame else 0.0,
     )
     return max(1, math.ceil(stored[0] * scale)), max(1, math.ceil(stored[1] * scale))
 
@@ -414,7 +437,9 @@ def _placeholder(image: Image.Image) -> str:
 # --- Videos ------------------------------------------------------------------------------
 
 
-def render_video(path: Path, work_dir: Path) -> VideoResult:
+def render_video(
+    path: Path, work_dir: Path, *, frame: tuple[int, int] | None = None
+) -> VideoResult:
     """Probe, poster and transcode an MP4, QuickTime or WebM video in one decoding pass.
 
     The video is decoded once with PyAV: the frame at `POSTER_AT_SECONDS` (or the last one
@@ -424,7 +449,8 @@ def render_video(path: Path, work_dir: Path) -> VideoResult:
     preset veryfast) with AAC audio when the source has sound, into
     `work_dir / "video.mp4"` with the index at the front for progressive playback. Raises
     `MediaRejected` for unreadable files and for videos longer than `MAX_VIDEO_SECONDS` or
-    larger than `MAX_VIDEO_PIXELS`; the partial output is removed in that case.
+    larger than `MAX_VIDEO_PIXELS`; the partial output is removed in that case. A `frame`
+    applies to the poster as in `render_photo`; the video keeps its own shape.
     """
     with path.open("rb") as fp:
         detected = sniff_content_type(fp.read(SNIFF_BYTES))
@@ -441,8 +467,8 @@ def render_video(path: Path, work_dir: Path) -> VideoResult:
             options = {"movflags": "+faststart"}
             with av.open(str(out_path), "w", format="mp4", options=options) as out:
                 transcoder = _Transcoder(out, video, audio)
-                for frame in _decoded(inp, video, audio):
-                    transcoder.feed(frame)
+                for decoded in _decoded(inp, video, audio):
+                    transcoder.feed(decoded)
                 transcoder.finish()
             duration = _duration(inp, video) or transcoder.last_time
     except BaseException:
@@ -453,7 +479,7 @@ def render_video(path: Path, work_dir: Path) -> VideoResult:
         width=width,
         height=height,
         duration_seconds=duration,
-        poster=render_image(transcoder.poster(), detected),
+        poster=render_image(transcoder.poster(), detected, frame=frame),
         mp4_path=out_path,
     )
 

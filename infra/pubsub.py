@@ -42,6 +42,37 @@ class Event(NamedTuple):
 PRESENCE_REFRESH_SECONDS = PRESENCE_TTL_SECONDS / 3
 
 
+def notification_channel(user_id: int) -> str:
+    """Where a user's new notifications are announced (notificationAdded listens here).
+    Its own channel, not the feed's: each subscription reads one kind of message."""
+    return f"notifications:{{{user_id}}}"
+
+
+# KEYS: live:{U}. ARGV: channel, message. Publish only while U has a live subscription
+# somewhere: on a Redis Cluster a PUBLISH goes to every node, so offline users (most of
+# them) cost one key lookup instead. Presence is the feed's (`infra.feedstore.live_key`).
+PUBLISH_IF_LIVE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('PUBLISH', ARGV[1], ARGV[2])
+end
+return -1
+"""
+
+
+async def publish_if_live(redis: Redis, messages: Iterable[tuple[int, str, bytes]]) -> int:
+    """Publish each (user id, channel, message) whose user is present (one round trip
+    for all of them); returns how many were published."""
+    script = redis.register_script(PUBLISH_IF_LIVE_LUA)
+    pipe = redis.pipeline(transaction=False)
+    count = 0
+    for user_id, channel, message in messages:
+        await script(keys=[live_key(user_id)], args=[channel, message], client=pipe)
+        count += 1
+    if not count:
+        return 0
+    return sum(1 for published in await pipe.execute() if int(published) >= 0)
+
+
 class Listener:
     """One subscriber's registration in the hub: a bounded queue fed by its channels.
 

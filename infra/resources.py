@@ -66,6 +66,7 @@ class Resources:
         cache = RecordCache(redis, settings.cache_ttl_seconds)
         feeds = create_feed_store(redis, settings)
         recent = RecentRecords(engine, cache)
+        hidden = HiddenUsers(engine, redis)
         return cls(
             settings=settings,
             engine=engine,
@@ -79,8 +80,8 @@ class Resources:
             ),
             recent=recent,
             pubsub=PubSubHub(redis),
-            hidden=HiddenUsers(engine, redis),
-            engagement=Engagement(engine, redis),
+            hidden=hidden,
+            engagement=Engagement(engine, redis, recent=recent, hidden=hidden),
         )
 
     @classmethod

@@ -173,7 +173,12 @@ class Storage(Protocol):
         data: bytes | Path,
         content_type: str,
         cache_immutable: bool = True,
-    ) -> None: ...
+        *,
+        cache_control: str | None = None,
+    ) -> None:
+        """Store an object; public renditions are cached for a year (immutable) unless
+        `cache_control` says otherwise (a story's, for no longer than it is shown)."""
+        ...
 
     async def delete_many(self, keys: list[str]) -> None: ...
 
@@ -527,10 +532,13 @@ class LocalStorage:
         data: bytes | Path,
         content_type: str,
         cache_immutable: bool = True,
+        *,
+        cache_control: str | None = None,
     ) -> None:
         validate_key(key)
         _validate_content_type(content_type)
-        cache_control = IMMUTABLE_CACHE_CONTROL if cache_immutable else MUTABLE_CACHE_CONTROL
+        if cache_control is None:
+            cache_control = IMMUTABLE_CACHE_CONTROL if cache_immutable else MUTABLE_CACHE_CONTROL
 
         def write() -> None:
             fd, tmp = self._new_temp()
@@ -1007,11 +1015,15 @@ class S3Storage:
         data: bytes | Path,
         content_type: str,
         cache_immutable: bool = True,
+        *,
+        cache_control: str | None = None,
     ) -> None:
         validate_key(key)
         _validate_content_type(content_type)
         extra: dict[str, str] = {"ContentType": content_type}
-        if cache_immutable:
+        if cache_control is not None:
+            extra["CacheControl"] = cache_control
+        elif cache_immutable:
             extra["CacheControl"] = IMMUTABLE_CACHE_CONTROL
         s3 = await self._s3()
         if isinstance(data, Path):

@@ -87,8 +87,12 @@ class Media(Base):
     __tablename__ = "media"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, server_default=SNOWFLAKE_DEFAULT)
-    post_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("posts.id", ondelete="CASCADE"), nullable=False
+    # A media item belongs to a post or (issue 8) to a story: exactly one of the two.
+    post_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("posts.id", ondelete="CASCADE")
+    )
+    story_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("stories.id", ondelete="CASCADE")
     )
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     kind: Mapped[str] = mapped_column(String(8), nullable=False)  # PHOTO or VIDEO
@@ -109,5 +113,7 @@ class Media(Base):
 
     __table_args__ = (
         Index("uq_media_post_id_position", post_id, position, unique=True),
+        Index("uq_media_story_id", story_id, unique=True, postgresql_where=story_id.isnot(None)),
         CheckConstraint("kind IN ('PHOTO', 'VIDEO')", name="kind_known"),
+        CheckConstraint("num_nonnulls(post_id, story_id) = 1", name="one_owner"),
     )

@@ -1,15 +1,21 @@
-"""Live updates: the feedItemAdded subscription over the process's pub/sub hub."""
+"""Live updates over the process's pub/sub hub: the feedItemAdded and
+notificationAdded subscriptions."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
 
+from domain.notifications import NotificationRecord
 from infra.feedstore import FOLLOWS_CHANGED, author_channel, user_channel
-from infra.pubsub import Listener
+from infra.pubsub import CONTROL_MESSAGES, Listener, notification_channel
 from models import PostStatus
 from schema.context import Info
-from schema.posts import Post
+from schema.posts import Post, build_posts
+
+if TYPE_CHECKING:  # schema.notifications imports this module
+    from schema.notifications import Notification
 
 log = logging.getLogger(__name__)
 
@@ -73,4 +79,44 @@ async def feed_item_added(info: Info) -> AsyncGenerator[Post, None]:
             # Loaders are per operation, but a WebSocket connection's context outlives
             # them: nested fields of this event must not read the last event's rows.
             context.renew_loaders()
-            yield Post.build(record.post, record.media or [], author)
+            # With its engagement when the document asks for it (one read per event).
+            [post] = await build_posts(
+                info, [(record.post, record.media or [])], authors={author.id: author}
+            )
+            yield post
+
+
+async def notification_added(info: Info) -> AsyncGenerator[Notification, None]:
+    """The viewer's new notifications as the worker writes them (it publishes each new
+    row, whole, on the recipient's channel while they are present). Those from an actor
+    a block now hides from the viewer are dropped here too (the worker checked when it
+    wrote them; a block may have come since)."""
+    from schema.notifications import build_notifications
+
+    context = info.context
+    viewer_id = context.require_viewer()
+    async with context.pubsub.subscribe(
+        [notification_channel(viewer_id)], presence_user=viewer_id
+    ) as listener:
+        while True:
+            event = await listener.next_event()
+            if event is None or event.data in CONTROL_MESSAGES:
+                # Only the hub's wake-up after a lost connection: this one channel is all
+                # there is to listen to, so there is nothing to re-read.
+                listener.stale = False
+                continue
+            try:
+                record = NotificationRecord.from_message(event.data)
+            except (ValueError, KeyError):
+                log.warning("malformed notification message on %s", event.channel)
+                continue
+            if record.recipient_id != viewer_id:
+                continue
+            # Loaders are per operation, but a WebSocket connection's context outlives
+            # them: each event reads the hidden set and the rows afresh.
+            context.renew_loaders()
+            if await context.loaders.is_hidden(record.actor_id):
+                continue
+            built = await build_notifications(info, [record])
+            if built:
+                yield built[0]

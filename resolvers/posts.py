@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -39,13 +40,23 @@ def visible(row: Any, viewer_id: int | None) -> bool:
 
 
 async def load_post(info: Info, post_id: int) -> Post | None:
-    record = await info.context.loaders.post_by_id.load(post_id)
-    if record is None or not visible(record.post, info.context.viewer_id):
-        return None
-    if not await can_see_private_content_of(info, record.post.author_id):
-        return None
-    [post] = await build_posts(info, [(record.post, record.media)])
-    return post
+    """The post if the viewer may see it, else None (missing, deleted, hidden: alike)."""
+    return (await load_posts(info, [post_id])).get(post_id)
+
+
+async def load_posts(info: Info, post_ids: list[int]) -> dict[int, Post]:
+    """The posts among these the viewer may see (READY or their own; private accounts
+    and blocks by `can_see_private_content_of`), built together: one loader batch, one
+    `build_posts` (one engagement read, one author batch)."""
+    viewer_id = info.context.viewer_id
+    records = await info.context.loaders.post_by_id.load_many(list(dict.fromkeys(post_ids)))
+    candidates = [r for r in records if r is not None and visible(r.post, viewer_id)]
+    allowed = await asyncio.gather(
+        *(can_see_private_content_of(info, record.post.author_id) for record in candidates)
+    )
+    shown = [record for record, ok in zip(candidates, allowed, strict=True) if ok]
+    built = await build_posts(info, [(record.post, record.media) for record in shown])
+    return {post.pk: post for post in built}
 
 
 async def load_media(info: Info, media_id: int) -> Media | None:
@@ -54,6 +65,11 @@ async def load_media(info: Info, media_id: int) -> Media | None:
         row = (await conn.execute(select(media).where(media.c.id == media_id))).one_or_none()
     if row is None:
         return None
+    if row.story_id is not None:  # a story's media item follows its story's visibility
+        from resolvers.stories import load_story
+
+        story = await load_story(info, row.story_id)
+        return story.media if story is not None else None
     post = await load_post(info, row.post_id)
     if post is None:
         return None
@@ -68,12 +84,12 @@ async def post(info: Info, id: strawberry.ID) -> Post | None:
     return await load_post(info, query_pk(id, "Post"))
 
 
-async def _targets(info: Info, created: post_domain.CreatedPost) -> list[UploadTarget]:
-    """Fresh upload targets for every media item of a PENDING post."""
+async def upload_targets(info: Info, media: list[Any]) -> list[UploadTarget]:
+    """Fresh upload targets for these media rows of a PENDING post or story."""
     settings = info.context.settings
     storage = info.context.storage
     targets = []
-    for row in created.media:
+    for row in media:
         limit = settings.photo_max_bytes if row.kind == "PHOTO" else settings.video_max_bytes
         multipart = row.kind == "VIDEO" and row.byte_size > settings.multipart_threshold_bytes
         target = await storage.upload_target(
@@ -120,7 +136,11 @@ async def create_post(info: Info, input: CreatePostInput) -> CreatePostPayload:
         return CreatePostPayload(errors=[UserError.from_error(exc)])
     if created.post.author_id != viewer_id:  # pragma: no cover - keys are per author
         raise RuntimeError("idempotency key matched another author's post")
-    uploads = await _targets(info, created) if created.post.status == PostStatus.PENDING else []
+    uploads = (
+        await upload_targets(info, created.media)
+        if created.post.status == PostStatus.PENDING
+        else []
+    )
     [post] = await build_posts(info, [(created.post, created.media)])
     return CreatePostPayload(post=post, uploads=uploads)
 
@@ -140,7 +160,7 @@ async def complete_upload(info: Info, post_id: strawberry.ID) -> PostPayload:
         if row.status == PostStatus.PENDING:
             for item in media:
                 if item.upload_id is not None:
-                    await _complete_parts(storage, item)
+                    await complete_parts(storage, item)
                 if await storage.head(item.original_key) is None:
                     raise DomainError(
                         ErrorCode.INVALID_INPUT,
@@ -151,13 +171,16 @@ async def complete_upload(info: Info, post_id: strawberry.ID) -> PostPayload:
                 row = await post_domain.start_processing(conn=conn, post_id=pk)
             await enqueue_process_post(info.context.jobs, pk, attempt=1)
     except DomainError as exc:
+        if exc.code is ErrorCode.FORBIDDEN:  # raised only once the id was parsed
+            exc = await _forbidden_or_missing(info, exc, pk)
         return PostPayload(errors=[UserError.from_error(exc)])
     [view] = await build_posts(info, [(row, media)])
     return PostPayload(post=view)
 
 
-async def _complete_parts(storage: Storage, item: Any) -> None:
-    """Assemble a multipart upload from the parts the store has (never the client's list)."""
+async def complete_parts(storage: Storage, item: Any) -> None:
+    """Assemble a post's or story's multipart upload from the parts the store has (never
+    the client's list)."""
     number = item.position + 1
     try:
         await storage.complete_multipart(
@@ -175,6 +198,16 @@ async def _complete_parts(storage: Storage, item: Any) -> None:
         ) from exc
 
 
+async def _forbidden_or_missing(info: Info, error: DomainError, post_id: int) -> DomainError:
+    """Another's post is FORBIDDEN to act on, but one whose author a block hides from the
+    viewer (either way) is not there at all: NOT_FOUND, as for a missing post."""
+    async with info.context.engine.connect() as conn:
+        row = await post_domain.post_row(conn=conn, post_id=post_id)
+    if row is None or await info.context.loaders.is_hidden(row.author_id):
+        return DomainError(ErrorCode.NOT_FOUND, "No such post.", field=error.field)
+    return error
+
+
 async def delete_post(info: Info, id: strawberry.ID) -> DeletePayload:
     viewer_id = info.context.require_viewer()
     try:
@@ -182,6 +215,8 @@ async def delete_post(info: Info, id: strawberry.ID) -> DeletePayload:
         async with info.context.engine.begin() as conn:
             await post_domain.delete_post(conn=conn, post_id=pk, viewer_id=viewer_id)
     except DomainError as exc:
+        if exc.code is ErrorCode.FORBIDDEN:  # raised only once the id was parsed
+            exc = await _forbidden_or_missing(info, exc, pk)
         if exc.field == "postId":
             exc.field = "id"
         return DeletePayload(errors=[UserError.from_error(exc)])

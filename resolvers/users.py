@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import strawberry
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain import follows as follow_domain
 from domain import users as user_domain
+from domain.blocks import HiddenUsers
+from domain.comments import remove_comments_on_posts_of
 from domain.errors import DomainError, ErrorCode
 from domain.follows import FollowOutcome
+from domain.likes import remove_likes_on_posts_of
 from infra.security import hash_password, issue_token, verify_password
 from models import DbRow
 from resolvers.common import payload_pk, register_node
@@ -19,9 +26,16 @@ from schema.context import Info
 from schema.errors import UserError
 from schema.users import AuthPayload, User, UserPayload
 
+log = logging.getLogger(__name__)
+
 
 async def load_user(info: Info, user_id: int) -> User | None:
-    row = await info.context.loaders.user_by_id.load(user_id)
+    """A user as the viewer may see them: None when missing or hidden by a block (either
+    way), exactly alike."""
+    loaders = info.context.loaders
+    if user_id != info.context.viewer_id and await loaders.is_hidden(user_id):
+        return None
+    row = await loaders.user_by_id.load(user_id)
     return User.from_row(row) if row is not None else None
 
 
@@ -35,18 +49,29 @@ async def viewer(info: Info) -> User | None:
 
 
 async def user(info: Info, username: str) -> User | None:
+    if not user_domain.USERNAME_RE.match(user_domain.normalize_username(username)):
+        # No account can have this name (a NUL, a lone surrogate, a megabyte of text
+        # among them, which the driver would refuse with its own words): no query.
+        return None
     async with info.context.engine.connect() as conn:
         row = await user_domain.user_by_username(conn=conn, username=username)
     if row is None:
         return None
-    info.context.loaders.user_by_id.prime_rows([row])
+    loaders = info.context.loaders
+    if row.id != info.context.viewer_id and await loaders.is_hidden(row.id):
+        return None
+    loaders.user_by_id.prime_rows([row])
     return User.from_row(row)
 
 
 async def search_users(info: Info, query: str, first: int | None = 20) -> list[User]:
     size = check_page_size(first)
+    if user_domain.search_term(query) is None:
+        return []  # nothing to look for: no connection taken
     async with info.context.engine.connect() as conn:
-        rows = await user_domain.search_users(conn=conn, query=query[:30], limit=size)
+        rows = await user_domain.search_users(
+            conn=conn, query=query, limit=size, viewer_id=info.context.viewer_id
+        )
     info.context.loaders.user_by_id.prime_rows(rows)
     return [User.from_row(row) for row in rows]
 
@@ -123,74 +148,120 @@ async def update_profile(
 
 # An edge that really changed: (follower, followee, added, followee's new follower count).
 EdgeChange = tuple[int, int, bool, int]
-GraphChange = Callable[..., Awaitable[list[EdgeChange]]]
 
 
-async def _change_graph(
-    info: Info, user_id: strawberry.ID, change: GraphChange, *, hides: bool = False
-) -> UserPayload:
+@dataclass(frozen=True, slots=True)
+class GraphChanges:
+    """What one follow-graph mutation really changed, for the caches and feeds after it."""
+
+    edges: list[EdgeChange] = field(default_factory=list)
+    # A block made or lifted: who is hidden from whom changed for both users.
+    hidden: bool = False
+
+
+GraphChange = Callable[..., Awaitable[GraphChanges]]
+
+
+async def _change_graph(info: Info, user_id: strawberry.ID, change: GraphChange) -> UserPayload:
     """The shape every follow-graph mutation shares: parse the target, change the edge
     in one transaction, bring caches and feeds in line, then answer with the target
     as it is now."""
     viewer_id = info.context.require_viewer()
+    hidden = info.context.resources.hidden
     try:
         target_id = payload_pk(user_id, "User", "userId")
         async with info.context.engine.begin() as conn:
-            changes = await change(conn=conn, viewer_id=viewer_id, target_id=target_id)
+            result = await change(conn=conn, viewer_id=viewer_id, target_id=target_id)
+            if result.hidden:
+                # Laid only when a block was really made or lifted (refused or repeated
+                # ones cost no one their cache), and before the commit: should this
+                # process die between the commit and the refresh below, this tombstone
+                # has already kept readers from caching the old set.
+                await _forget_hidden_before_commit(hidden, viewer_id, target_id)
     except DomainError as exc:
         return UserPayload(errors=[UserError.from_error(exc)])
-    if hides:  # a block or unblock: who is hidden from whom changed for both
-        await info.context.resources.hidden.forget(viewer_id, target_id)
+    changes = result.edges
+    if result.hidden:
+        try:
+            await hidden.refresh(viewer_id, target_id)
+        except (RedisError, OSError, DBAPIError):
+            # Committed: the answer and the feed clean-up below must not depend on the
+            # cache. The tombstone laid before the commit expires within seconds, and
+            # readers then read the committed set from PostgreSQL.
+            log.warning(
+                "hidden sets of %d and %d not refreshed", viewer_id, target_id, exc_info=True
+            )
         info.context.loaders.forget_hidden()
     home_feed = info.context.home_feed
     # First, whatever fails after: every follower whose follows changed has their live
     # subscriptions re-read whom to listen to (an unfollowed or blocking celebrity
     # must go silent at once).
     await home_feed.tell_follows_changed([change[0] for change in changes])
-    await info.context.resources.recent.forget_users([viewer_id, target_id])
+    try:
+        await info.context.resources.recent.forget_users([viewer_id, target_id])
+    except (RedisError, OSError):  # committed: their cached counts lag until the TTL
+        log.warning("user records of %d and %d not forgotten", viewer_id, target_id, exc_info=True)
     loaders = info.context.loaders
     loaders.forget_follow_state(target_id)
     loaders.user_by_id.clear(viewer_id)
     for follower_id, followee_id, added, followers in changes:
         await home_feed.follow_changed(follower_id, followee_id, added=added, followers=followers)
+    # As the viewer may see the target now: null after a block.
     return UserPayload(user=await load_user(info, target_id))
 
 
-async def _follow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:
+async def _forget_hidden_before_commit(hidden: HiddenUsers, viewer_id: int, target_id: int) -> None:
+    """Lay the block's tombstones, or roll the block back: committing it while both
+    users' old hidden sets stay cached (Redis refused the tombstone, and would likely
+    refuse the refresh too) would let them see each other for up to an hour."""
+    try:
+        await hidden.forget(viewer_id, target_id)
+    except (RedisError, OSError) as exc:
+        log.warning("hidden sets of %d and %d not forgotten", viewer_id, target_id, exc_info=True)
+        raise DomainError(
+            ErrorCode.SERVICE_UNAVAILABLE, "Unavailable for a moment; try again."
+        ) from exc
+
+
+async def _follow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> GraphChanges:
     outcome, count = await follow_domain.follow(conn=conn, viewer_id=viewer_id, target_id=target_id)
     if outcome is FollowOutcome.FOLLOWED and count is not None:
-        return [(viewer_id, target_id, True, count)]
-    return []
+        return GraphChanges([(viewer_id, target_id, True, count)])
+    return GraphChanges()
 
 
-async def _unfollow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:
+async def _unfollow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> GraphChanges:
     count = await follow_domain.unfollow(conn=conn, viewer_id=viewer_id, target_id=target_id)
-    return [(viewer_id, target_id, False, count)] if count is not None else []
+    return GraphChanges([(viewer_id, target_id, False, count)] if count is not None else [])
 
 
-async def _approve(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:
+async def _approve(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> GraphChanges:
     count = await follow_domain.approve_request(
         conn=conn, viewer_id=viewer_id, requester_id=target_id
     )
-    return [(target_id, viewer_id, True, count)] if count is not None else []
+    return GraphChanges([(target_id, viewer_id, True, count)] if count is not None else [])
 
 
-async def _decline(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:
+async def _decline(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> GraphChanges:
     await follow_domain.decline_request(conn=conn, viewer_id=viewer_id, requester_id=target_id)
-    return []
+    return GraphChanges()
 
 
-async def _block(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:
-    out, back = await follow_domain.block(conn=conn, viewer_id=viewer_id, target_id=target_id)
-    return [
-        *([(viewer_id, target_id, False, out)] if out is not None else []),
-        *([(target_id, viewer_id, False, back)] if back is not None else []),
-    ]
+async def _block(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> GraphChanges:
+    outcome = await follow_domain.block(conn=conn, viewer_id=viewer_id, target_id=target_id)
+    out, back = outcome.target_followers, outcome.viewer_followers
+    return GraphChanges(
+        [
+            *([(viewer_id, target_id, False, out)] if out is not None else []),
+            *([(target_id, viewer_id, False, back)] if back is not None else []),
+        ],
+        hidden=outcome.new,
+    )
 
 
-async def _unblock(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> list[EdgeChange]:
-    await follow_domain.unblock(conn=conn, viewer_id=viewer_id, target_id=target_id)
-    return []
+async def _unblock(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> GraphChanges:
+    lifted = await follow_domain.unblock(conn=conn, viewer_id=viewer_id, target_id=target_id)
+    return GraphChanges(hidden=lifted)
 
 
 async def follow(info: Info, user_id: strawberry.ID) -> UserPayload:
@@ -210,8 +281,31 @@ async def decline_follow_request(info: Info, user_id: strawberry.ID) -> UserPayl
 
 
 async def block(info: Info, user_id: strawberry.ID) -> UserPayload:
-    return await _change_graph(info, user_id, _block, hides=True)
+    """A block also takes the blocked account's likes and comments off the viewer's posts
+    (as Instagram does: the viewer could no longer see them to remove them)."""
+    removed: list[tuple[int, list[int], list[int]]] = []
+    shards = info.context.settings.counter_shards
+
+    async def change(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> GraphChanges:
+        changes = await _block(conn=conn, viewer_id=viewer_id, target_id=target_id)
+        liked = await remove_likes_on_posts_of(
+            conn=conn, author_id=viewer_id, user_id=target_id, shards=shards
+        )
+        commented = await remove_comments_on_posts_of(
+            conn=conn, author_id=viewer_id, user_id=target_id, shards=shards
+        )
+        removed.append((target_id, liked, commented))
+        return changes
+
+    payload = await _change_graph(info, user_id, change)
+    engagement = info.context.resources.engagement
+    for target_id, liked, commented in removed:  # committed: bring the caches in line
+        for post_id in liked:
+            await engagement.like_changed(post_id, target_id, liked=False)
+        for post_id in commented:
+            await engagement.comments_changed(post_id)
+    return payload
 
 
 async def unblock(info: Info, user_id: strawberry.ID) -> UserPayload:
-    return await _change_graph(info, user_id, _unblock, hides=True)
+    return await _change_graph(info, user_id, _unblock)

@@ -78,7 +78,9 @@ class FastPath:
             return None  # Strawberry refuses it with its own wording
         try:
             result = await compiled.execute(await make_context(request), variables)
-        except FallBack:  # raised before any resolver ran: Strawberry answers this one
+        except FallBack:
+            # Strawberry answers this one whole: a directive the plan leaves to it, or a
+            # resolver that must await (queries only, so running it again is safe).
             return None
         except Exception:  # a compiler bug must cost speed, never a wrong answer or a 500
             log.exception("compiled execution failed; Strawberry answers: %.80s", query)

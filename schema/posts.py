@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import sys
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+)
 
+from domain.engagement import PostEngagement
 from domain.posts import author_posts_page
 from infra.ids import encode_cursor, to_global_id
 from infra.storage import UploadTarget as StorageTarget
 from models import DbRow
 from models import PostStatus as PostStatusValues
 from schema.common import (
+    MAX_PAGE_SIZE,
     Node,
     PageInfo,
     UnsignedInt64,
@@ -21,9 +36,13 @@ from schema.common import (
     page_info,
     parse_cursor,
 )
+from schema.compiler import may_return_awaitable
 from schema.context import Info
 from schema.errors import UserError
 from schema.users import User, can_see_private_content_of
+
+if TYPE_CHECKING:
+    from schema.social import CommentConnection, CommentEdge
 
 
 @strawberry.enum(description="Where a post is in its life.")
@@ -106,10 +125,14 @@ class Media(Node):
 
 @strawberry.type(description="A photo or video post with its caption.")
 class Post(Node):
-    # Built whole, author and media included, so that every field resolves from memory:
-    # async field resolvers cost the executor a task each, which dominates a feed page.
+    # Built whole, author, media and engagement included, so that every field resolves
+    # from memory: async field resolvers cost the executor a task each, which dominates
+    # a feed page.
     row: strawberry.Private[Any]
     pk: strawberry.Private[int]
+    # None when the request's document selects no engagement field (`wants_engagement`):
+    # then likeCount, commentCount and viewerHasLiked are None too, never read.
+    engagement: strawberry.Private[PostEngagement | None]
     id: strawberry.ID = strawberry.field(description="The post's global ID.")
     author: User = strawberry.field(description="Who posted it.")
     caption: str | None = strawberry.field(description="Text under the media.")
@@ -119,13 +142,23 @@ class Post(Node):
     media: list[Media] = strawberry.field(
         description="1 to 10 items, in the order given at creation."
     )
+    like_count: int | None = strawberry.field(graphql_type=int, description="How many likes.")
+    comment_count: int | None = strawberry.field(graphql_type=int, description="How many comments.")
+    viewer_has_liked: bool | None = strawberry.field(
+        graphql_type=bool, description="Whether the viewer likes this post."
+    )
 
     @classmethod
-    def build(cls, row: Any, media: list[Any], author: Any) -> Post:
+    def build(
+        cls, row: Any, media: list[Any], author: Any, engagement: PostEngagement | None = None
+    ) -> Post:
+        """A post from its rows and, when the document selects engagement fields, its
+        `PostEngagement` (see `read_engagement`)."""
         ready = row.status == PostStatusValues.READY
         return cls(
             row=row,
             pk=row.id,
+            engagement=engagement,
             id=strawberry.ID(to_global_id("Post", row.id)),
             author=User.from_row(author),
             caption=row.caption,
@@ -133,23 +166,177 @@ class Post(Node):
             created_at=row.created_at,
             status=PostStatus(row.status),
             media=[Media.from_row(item, ready=ready) for item in media],
+            like_count=engagement.like_count if engagement else None,
+            comment_count=engagement.comment_count if engagement else None,
+            viewer_has_liked=engagement.viewer_has_liked if engagement else None,
         )
 
     @strawberry.field(description="Why processing failed; visible to the author only.")
     def failure_reason(self, info: Info) -> str | None:
         return self.row.failure_reason if info.context.viewer_id == self.row.author_id else None
 
+    @strawberry.field(
+        graphql_type=Annotated["CommentConnection", strawberry.lazy("schema.social")],
+        description="Oldest first.",
+    )
+    @may_return_awaitable
+    def comments(
+        self, info: Info, first: int | None = 20, after: str | None = None
+    ) -> CommentConnection | Awaitable[CommentConnection]:
+        # The first page, when the comments the post carries answer it, needs no I/O;
+        # any other is read from PostgreSQL (an awaitable: the compiled executor then
+        # hands the request to Strawberry, see `schema.compiler.FallBack`).
+        carried = self.engagement
+        if (
+            carried is not None
+            and after is None
+            and first is not None
+            and 1 <= first <= MAX_PAGE_SIZE
+            and (first < len(carried.first_comments) or carried.all_comments)
+        ):
+            return carried_comments(carried, first)
+        awaitable: Awaitable[CommentConnection] = _social().comment_connection(
+            info, self.pk, first, after
+        )
+        return awaitable
 
-async def build_posts(info: Info, posts: list[tuple[Any, list[Any] | None]]) -> list[Post]:
+
+def carried_comments(carried: PostEngagement, first: int) -> CommentConnection:
+    """The first `first` comments of a post from those it carries: the same page as
+    `schema.social.comment_connection` reads from PostgreSQL."""
+    social = _social()
+    authors = carried.comment_authors
+    rows = carried.first_comments
+    edges = [_comment_edge(social, row, authors[row.author_id]) for row in rows[:first]]
+    return social.CommentConnection(
+        edges=edges,
+        page_info=page_info(
+            edges, has_next=len(rows) > first, has_previous=False, cursor=_comment_cursor
+        ),
+    )
+
+
+# Comment id -> (its author's row, its edge): comments never change, and the same author
+# row object (`RecentRecords` hands one out for a while) means the same author, so a
+# page reuses the edges earlier pages built. Bounded: emptied when full.
+_EDGES: dict[int, tuple[Any, CommentEdge]] = {}
+_EDGES_MAX = 20_000
+
+
+def _comment_edge(social: ModuleType, row: Any, author: Any) -> CommentEdge:
+    built = _EDGES.get(row.id)
+    if built is not None and built[0] is author:
+        return built[1]
+    edge: CommentEdge = social.CommentEdge(
+        cursor=encode_cursor(row.id), node=social.Comment.from_row(row, author)
+    )
+    if len(_EDGES) >= _EDGES_MAX:
+        _EDGES.clear()
+    _EDGES[row.id] = (author, edge)
+    return edge
+
+
+def _social() -> ModuleType:
+    """`schema.social` (which imports this module, so not at import time)."""
+    return sys.modules.get("schema.social") or importlib.import_module("schema.social")
+
+
+def _comment_cursor(edge: CommentEdge) -> str:
+    return edge.cursor
+
+
+# Post fields whose values come from `domain.engagement`.
+ENGAGEMENT_FIELDS = frozenset({"likeCount", "commentCount", "viewerHasLiked", "comments"})
+# Operation node id -> (the node, whether its document selects an engagement field).
+_SELECTS_ENGAGEMENT: dict[int, tuple[OperationDefinitionNode, bool]] = {}
+_SELECTS_ENGAGEMENT_MAX = 1024
+
+
+def wants_engagement(info: Info) -> bool:
+    """Whether the request's operation selects an engagement field of Post anywhere
+    (with its fragments; whatever `@skip`/`@include` decide, so never wrongly False).
+    Pages without them (the plain feed) skip the engagement read. Memoized per parsed
+    operation: the parser caches of both executors keep the same node per document."""
+    # graphql-core's info, which Strawberry's Info wraps (the compiled executor's builds
+    # it on first use): the public `selected_fields` converts the whole tree each call.
+    raw = info._raw_info
+    operation = raw.operation
+    memo = _SELECTS_ENGAGEMENT.get(id(operation))
+    if memo is not None and memo[0] is operation:
+        return memo[1]
+    found = _selects(operation.selection_set, raw.fragments, set())
+    if len(_SELECTS_ENGAGEMENT) >= _SELECTS_ENGAGEMENT_MAX:
+        _SELECTS_ENGAGEMENT.clear()
+    _SELECTS_ENGAGEMENT[id(operation)] = (operation, found)
+    return found
+
+
+def _selects(
+    selection_set: SelectionSetNode | None,
+    fragments: dict[str, FragmentDefinitionNode],
+    seen: set[str],
+) -> bool:
+    for selection in selection_set.selections if selection_set else ():
+        if isinstance(selection, FieldNode):
+            if selection.name.value in ENGAGEMENT_FIELDS:
+                return True
+            if _selects(selection.selection_set, fragments, seen):
+                return True
+        elif isinstance(selection, FragmentSpreadNode):
+            name = selection.name.value
+            if name not in seen and name in fragments:
+                seen.add(name)
+                if _selects(fragments[name].selection_set, fragments, seen):
+                    return True
+        elif isinstance(selection, InlineFragmentNode):
+            if _selects(selection.selection_set, fragments, seen):
+                return True
+    return False
+
+
+async def read_engagement(info: Info, post_ids: Sequence[int]) -> dict[int, PostEngagement] | None:
+    """The engagement of these posts as the viewer sees it, when the request's document
+    selects any (else None, at no cost): one `Engagement.read` for the whole batch."""
+    if not post_ids or not wants_engagement(info):
+        return None
+    context = info.context
+    return await context.resources.engagement.read(
+        # Through a lambda: the request's loaders are built only if the set is needed.
+        context.viewer_id,
+        post_ids,
+        hidden_users=lambda: context.loaders.hidden_users(),
+    )
+
+
+async def build_posts(
+    info: Info,
+    posts: list[tuple[Any, list[Any] | None]],
+    *,
+    authors: dict[int, Any] | None = None,
+) -> list[Post]:
     """Posts from rows (with their media when already loaded): the missing media and
-    every author come through the loaders, one batch each."""
+    every author (unless given) come through the loaders, one batch each, and their
+    engagement in one read (`read_engagement`), all at once."""
     loaders = info.context.loaders
     missing = [row.id for row, media in posts if media is None]
-    loaded = dict(zip(missing, await loaders.media_by_post_id.load_many(missing), strict=True))
-    authors = await loaders.user_by_id.load_many(list({row.author_id for row, _ in posts}))
-    by_id = {author.id: author for author in authors if author is not None}
+    wanted = list(
+        {row.author_id for row, _ in posts if not authors or row.author_id not in authors}
+    )
+    media_rows, author_rows, engagement = await asyncio.gather(
+        loaders.media_by_post_id.load_many(missing),
+        loaders.user_by_id.load_many(wanted),
+        read_engagement(info, [row.id for row, _ in posts]),
+    )
+    loaded = dict(zip(missing, media_rows, strict=True))
+    by_id = dict(authors or {})
+    by_id.update({author.id: author for author in author_rows if author is not None})
     return [
-        Post.build(row, media if media is not None else loaded[row.id], by_id[row.author_id])
+        Post.build(
+            row,
+            media if media is not None else loaded[row.id],
+            by_id[row.author_id],
+            engagement[row.id] if engagement is not None else None,
+        )
         for row, media in posts
     ]
 

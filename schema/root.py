@@ -86,7 +86,14 @@ class CoreQuery:
     )
     search_users: list[User] = strawberry.field(
         resolver=user_resolvers.search_users,
-        description="Users whose username starts with `query`, most followed first.",
+        description=(
+            "Accounts matching `query`: the exact username first, then usernames or display "
+            "names starting with it, then similar names (typos allowed), each group by "
+            "similarity then follower count; never an account hidden by a block. The query "
+            "is trimmed, a leading @ is ignored, and it is capped at 64 characters. An empty "
+            "or one-character query returns an empty list; a two-character query matches by "
+            "prefix only."
+        ),
     )
 
 
@@ -124,7 +131,11 @@ class CoreMutation:
     block: UserPayload = strawberry.mutation(
         resolver=user_resolvers.block,
         permission_classes=auth,
-        description="Block a user: follows both ways end and cannot be made again. Idempotent.",
+        description=(
+            "Block a user: follows and requests both ways end, and each is hidden from the "
+            "other everywhere, as if the account did not exist, until unblock. Idempotent. "
+            "NOT_FOUND for a user who blocked the viewer."
+        ),
     )
     unblock: UserPayload = strawberry.mutation(
         resolver=user_resolvers.unblock, permission_classes=auth, description="Idempotent."

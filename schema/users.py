@@ -92,11 +92,14 @@ class UserConnection:
 
 
 async def can_see_private_content_of(info: Info, author_id: int) -> bool:
-    """A private account's posts and follow lists are for its approved followers (and
-    itself) only."""
+    """Whether the viewer may see this account's posts, stories and follow lists: never
+    when a block stands between them (either way: `domain.blocks`), and a private
+    account's only for the followers it approved (and itself)."""
     viewer_id = info.context.viewer_id
     if viewer_id == author_id:
         return True
+    if await info.context.loaders.is_hidden(author_id):
+        return False
     author = await info.context.loaders.user_by_id.load(author_id)
     if author is None:
         return False
@@ -106,8 +109,9 @@ async def can_see_private_content_of(info: Info, author_id: int) -> bool:
 async def user_connection(
     info: Info, user_id: int, direction: str, first: int | None, after: str | None
 ) -> UserConnection:
-    """Followers or followees as a connection: one statement for the page, whose rows
-    also prime the user loader, so nested user fields cost nothing more."""
+    """Followers or followees as a connection: one statement for the page (which leaves
+    out the accounts a block hides from the viewer), whose rows also prime the user
+    loader, so nested user fields cost nothing more."""
     size = check_page_size(first)
     cursor = parse_cursor(after, 1)
     if not await can_see_private_content_of(info, user_id):
@@ -121,6 +125,7 @@ async def user_connection(
             direction=direction,
             first=size,
             after=cursor[0] if cursor else None,
+            viewer_id=info.context.viewer_id,
         )
     page = rows[:size]
     info.context.loaders.user_by_id.prime_rows(page)

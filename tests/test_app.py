@@ -91,7 +91,7 @@ async def test_unexpected_errors_are_masked_in_production_with_a_request_id(brok
     async with httpx.AsyncClient(base_url=broken_production.base_url) as client:
         response = await client.post(
             "/graphql",
-            json={"query": '{ user(username: "x") { id } }'},
+            json={"query": '{ user(username: "xavier") { id } }'},
             headers={"X-Request-ID": "req-42"},
         )
     assert response.status_code == 200

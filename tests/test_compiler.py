@@ -7,7 +7,9 @@ plan, against the same rows in PostgreSQL and Redis, and compares the orjson byt
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum
@@ -38,7 +40,7 @@ from strawberry.schema.schema import validate_document
 
 from domain.posts import MediaSpec, create_post
 from infra.ids import encode_cursor, to_global_id
-from schema.compiler import DocumentCompiler, FallBack
+from schema.compiler import DocumentCompiler, FallBack, may_return_awaitable
 from schema.compiler.operation import MAX_VARIANTS
 from schema.context import Context
 from schema.root import InstagraphSchema, create_schema
@@ -55,6 +57,21 @@ query {
 }
 """
 DELETE = "mutation ($id: ID!) { deletePost(id: $id) { errors { code } } }"
+# The feed page with its social fields (issue 8, point 9).
+SOCIAL_FEED = """
+query {
+  feed(first: 20) {
+    edges { cursor node { id caption createdAt author { id username }
+      media { url(size: FEED) placeholder }
+      likeCount commentCount viewerHasLiked
+      comments(first: 2) { edges { node { id text author { username } } } } } }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+LIKE = "mutation ($id: ID!) { likePost(postId: $id) { errors { code } } }"
+COMMENT = "mutation ($id: ID!, $text: String!) { addComment(postId: $id, text: $text) { errors { code } } }"
+BLOCK = "mutation ($id: ID!) { block(userId: $id) { errors { code } } }"
 
 
 @dataclass
@@ -83,15 +100,25 @@ class World:
     async def compiled(
         self, query: str, variables: dict[str, Any] | None = None, viewer: str | None = None
     ) -> dict[str, Any] | None:
+        """The compiled plan's answer; None when the document does not compile, FallBack
+        raised when the plan hands this request to Strawberry."""
         operation = self.compiler.get(query, None)
         if operation is None:
             return None
         return await operation.execute(self.context(viewer), variables)
 
+    async def act(self, document: str, viewer: str, **variables: Any) -> None:
+        """A mutation through Strawberry (as the view runs it); it must succeed."""
+        result = await self.schema.execute(document, variables, self.context(viewer))
+        assert result.errors is None and result.data is not None, result.errors
+        [payload] = result.data.values()
+        assert payload["errors"] == [], payload["errors"]
+
     async def same(
         self, query: str, variables: dict[str, Any] | None = None, viewer: str | None = None
     ) -> dict[str, Any]:
-        """Both answers, checked identical; the document must compile."""
+        """Both answers, checked identical; the document must compile (and not fall
+        back)."""
         expected = await self.strawberry(query, variables, viewer)
         got = await self.compiled(query, variables, viewer)
         assert got is not None, "the document did not compile"
@@ -127,6 +154,18 @@ async def world(server: Server, factory: Factory) -> World:
             idempotency_key=None,
         )
     built.posts["pending"] = int(pending.post.id)
+    # Likes and comments (more on bob1 than a post carries), and a block: alice does not
+    # see dave's comments.
+    for liker, post in (("alice", "bob0"), ("bob", "bob0"), ("dave", "bob1"), ("alice", "carol0")):
+        await built.act(LIKE, liker, id=to_global_id("Post", built.posts[post]))
+    for author, post, text in (
+        ("dave", "bob0", "first!"),
+        ("bob", "bob0", "thanks"),
+        *(("alice", "bob1", f"alice {index}") for index in range(6)),
+        ("alice", "carol1", "nice"),
+    ):
+        await built.act(COMMENT, author, id=to_global_id("Post", built.posts[post]), text=text)
+    await built.act(BLOCK, "alice", id=users["dave"].id)
     return built
 
 
@@ -140,6 +179,66 @@ async def test_the_feed_page_compiles_and_matches(world: World) -> None:
         "alice", "alice", "carol", "carol", "bob", "bob", "bob",
     ]  # fmt: skip
     assert data["edges"][0]["node"]["media"][0]["url"].endswith(".jpg")
+
+
+async def test_the_social_feed_page_compiles_and_matches(world: World) -> None:
+    pages = {}
+    for viewer in ("alice", "bob"):
+        await world.strawberry(SOCIAL_FEED, viewer=viewer)  # rebuilds feeds, fills caches
+        pages[viewer] = (await world.same(SOCIAL_FEED, viewer=viewer))["data"]["feed"]
+    seen = {edge["node"]["caption"]: edge["node"] for edge in pages["alice"]["edges"]}
+    bob0, bob1 = seen[None], seen["bob post 1 #Tag1"]
+    assert (bob0["likeCount"], bob0["commentCount"], bob0["viewerHasLiked"]) == (2, 2, True)
+    # dave's comment is hidden from alice (she blocked him); his like still counts.
+    assert [edge["node"]["text"] for edge in bob0["comments"]["edges"]] == ["thanks"]
+    assert (bob1["likeCount"], bob1["commentCount"], bob1["viewerHasLiked"]) == (1, 6, False)
+    texts = [edge["node"]["text"] for edge in bob1["comments"]["edges"]]
+    assert texts == ["alice 0", "alice 1"]
+    # The plain page's plan stays as it was: no deferral code where nothing can defer.
+    plain = world.compiler.get(FEED, None)
+    social = world.compiler.get(SOCIAL_FEED, None)
+    assert plain is not None and social is not None
+    assert "DEFERRED" not in plain.source and "DEFERRED" in social.source
+
+
+async def test_engagement_fields_in_fragments_are_read_too(world: World) -> None:
+    query = """
+    query { feed(first: 5) { edges { node { ...Social caption } } } }
+    fragment Social on Post { likeCount ... on Post { viewerHasLiked comments { edges {
+      node { text } } } } }
+    """
+    await world.strawberry(query, viewer="alice")
+    edges = (await world.same(query, viewer="alice"))["data"]["feed"]["edges"]
+    liked = [edge["node"]["viewerHasLiked"] for edge in edges]
+    assert len(edges) == 5 and any(liked)
+
+
+async def test_comments_past_what_a_post_carries_fall_back_to_strawberry(world: World) -> None:
+    query = """
+    query ($id: ID!, $first: Int, $after: String) { post(id: $id) {
+      likeCount comments(first: $first, after: $after) {
+        edges { cursor node { text } } pageInfo { hasNextPage endCursor } } } }
+    """
+    bob1 = to_global_id("Post", world.posts["bob1"])
+    short = await world.same(query, {"id": bob1, "first": 2}, viewer="bob")
+    assert short["data"]["post"]["comments"]["pageInfo"]["hasNextPage"] is True
+    after = short["data"]["post"]["comments"]["pageInfo"]["endCursor"]
+    answers = []
+    for variables in (
+        {"id": bob1, "first": 6},
+        {"id": bob1, "first": 2, "after": after},
+        {"id": bob1, "first": 0},
+    ):
+        with pytest.raises(FallBack):
+            await world.compiled(query, variables, viewer="bob")
+        answers.append(await world.strawberry(query, variables, viewer="bob"))
+    longer, later, invalid = answers
+    texts = [e["node"]["text"] for e in longer["data"]["post"]["comments"]["edges"]]
+    assert texts == [f"alice {index}" for index in range(6)]
+    texts = [e["node"]["text"] for e in later["data"]["post"]["comments"]["edges"]]
+    assert texts == ["alice 2", "alice 3"]
+    assert invalid["data"] == {"post": None}
+    assert invalid["errors"][0]["extensions"]["code"] == "INVALID_INPUT"
 
 
 async def test_the_anonymous_feed_is_unauthenticated_as_with_strawberry(world: World) -> None:
@@ -296,10 +395,12 @@ ARGUMENT_VALUES: dict[str, list[Any]] = {
     "size": ["THUMB", "FEED", "FULL", None],
     "format": ["JPEG", "WEBP", None],
 }
-# Async resolvers below the root make a document fall back to Strawberry; drawn rarely so
-# most documents compile, yet the fallback is exercised.
+# Async resolvers below the root (and permissions) make a document fall back to
+# Strawberry; drawn rarely so most documents compile, yet the fallback is exercised.
 RARE_FIELDS = frozenset(
     {"viewerIsFollowing", "followsViewer", "posts", "followers", "following", "node"}
+    # Root fields with permissions, or whose types have async fields (issue 8).
+    | {"notifications", "storiesTray", "hashtag"}
 )
 # The page this executor exists for, drawn more often.
 FAVOURITES = ("feed", "feed", "post")
@@ -319,6 +420,7 @@ def world_values(world: World) -> Callable[[str], list[Any]]:
         ],
         "username": ["alice", "CAROL", "b", "nobody", ""],
         "query": ["alice", "CAROL", "b", "nobody", ""],
+        "name": ["tag1", "TAG0", "#tag1", "nope", ""],
         "id": [
             to_global_id("Post", posts["bob0"]),
             to_global_id("Post", posts["carol1"]),
@@ -502,7 +604,11 @@ async def test_random_documents_answer_exactly_as_strawberry(
     # two executors below see the same state.
     await world.strawberry(query, variables, viewer)
     expected = await world.strawberry(query, variables, viewer)
-    got = await world.compiled(query, variables, viewer)
+    try:
+        got = await world.compiled(query, variables, viewer)
+    except FallBack:  # a resolver returned an awaitable: Strawberry answers this one
+        tally.fallback += 1
+        return
     if got is None:
         document = parse(query)
         if validate_document(world.schema._schema, document, world.compiler.validation_rules):
@@ -854,3 +960,89 @@ async def test_a_null_in_a_non_null_field_propagates_to_the_nearest_nullable_par
         ],
     }
     assert got == dict(process_result(await TORTURE.execute(query)))
+
+
+# Resolvers marked may_return_awaitable: answered in place, or handed to Strawberry
+
+STARTED: list[Any] = []  # the awaitables marked resolvers returned
+CANCELLED: list[str] = []
+
+
+async def _waited(name: str) -> str:
+    return f"{name} waited"
+
+
+@strawberry.type
+class Box:
+    name: str
+
+    @strawberry.field(graphql_type=str | None)
+    @may_return_awaitable
+    def label(self, wait: bool = False) -> str | Awaitable[str] | None:
+        if not wait:
+            return f"{self.name} at once"
+        STARTED.append(awaiting := _waited(self.name))
+        return awaiting
+
+
+@strawberry.type
+class BoxQuery:
+    @strawberry.field
+    async def boxes(self) -> list[Box | None]:
+        return [Box(name="a"), Box(name="b")]
+
+    @strawberry.field
+    def sync_box(self) -> Box | None:
+        return Box(name="s")
+
+    @strawberry.field
+    async def slow(self) -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            CANCELLED.append("slow")
+            raise
+        return "late"
+
+
+BOXES = strawberry.Schema(query=BoxQuery)
+BOX_COMPILER = DocumentCompiler(BOXES)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ boxes { name label } syncBox { label } }",
+        "{ boxes { label(wait: false) } }",
+    ],
+)
+async def test_a_marked_resolver_answering_at_once_is_compiled(query: str) -> None:
+    operation = BOX_COMPILER.get(query, None)
+    assert operation is not None
+    expected = dict(process_result(await BOXES.execute(query)))
+    assert orjson.dumps(await operation.execute(None, None)) == orjson.dumps(expected)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        # Under nullable parents, in a list: no error handling may turn it into a null.
+        "{ boxes { name label(wait: true) } }",
+        "{ syncBox { label(wait: true) } }",  # a sync root field
+        "{ boxes { label(wait: true) } slow }",  # the other root field is cancelled
+    ],
+)
+async def test_a_marked_resolver_returning_an_awaitable_falls_back(query: str) -> None:
+    STARTED.clear()
+    CANCELLED.clear()
+    operation = BOX_COMPILER.get(query, None)
+    assert operation is not None
+    with pytest.raises(FallBack):
+        await operation.execute(None, None)
+    # What the resolver returned was closed unstarted (never awaited, no warning)...
+    assert STARTED and inspect.getcoroutinestate(STARTED[0]) == inspect.CORO_CLOSED
+    assert CANCELLED == (["slow"] if "slow" in query else [])
+    # ...and Strawberry, which runs the request instead, awaits it.
+    if "slow" not in query:
+        result = await BOXES.execute(query)
+        assert result.errors is None and "waited" in orjson.dumps(result.data).decode()

@@ -1,16 +1,18 @@
 """No fan-out is ever lost: a post that becomes READY while Redis is down reaches its
-followers' feeds once Redis is back (outbox row, relay, idempotent job)."""
+followers' feeds once Redis is back (outbox row, relay, idempotent job). Sent rows do
+not pile up: a day after they went out, the hourly prune deletes them."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 from sqlalchemy import text
 
 from infra.embedded import EmbeddedRedis
 from infra.feedstore import feed_key
 from tests.conftest import make_worker
-from workers.feed import kick_relay, relay_outbox
+from workers.feed import kick_relay, prune_outbox, relay_outbox
 from workers.settings import shutdown, startup
 
 
@@ -52,3 +54,37 @@ async def test_a_post_made_ready_during_a_redis_outage_is_fanned_out_after(
         await shutdown(ctx)
         redis_server.stop()
         redis_server.wipe()
+
+
+async def test_sent_rows_older_than_a_day_are_pruned_and_the_rest_kept(server):
+    # Given rows of every age and state (made, sent: how long ago; None: not sent)...
+    ages = {
+        "sent two days ago": (timedelta(hours=50), timedelta(hours=49)),
+        "sent a week ago": (timedelta(days=7), timedelta(days=7)),
+        "made two days ago, sent an hour ago": (timedelta(days=2), timedelta(hours=1)),
+        "unsent for two days": (timedelta(days=2), None),
+        "sent a minute ago": (timedelta(minutes=2), timedelta(minutes=1)),
+        "unsent": (timedelta(0), None),
+    }
+    async with server.engine.begin() as conn:
+        for name, (made, sent) in ages.items():
+            await conn.execute(
+                text(
+                    "INSERT INTO outbox (kind, payload, created_at, sent_at) VALUES ('test',"
+                    " jsonb_build_object('name', CAST(:name AS text)),"
+                    " now() - CAST(:made AS interval), now() - CAST(:sent AS interval))"
+                ),
+                {"name": name, "made": made, "sent": sent},
+            )
+
+    # ...the hourly prune deletes those sent more than a day ago, and only those.
+    assert await prune_outbox({"resources": server.resources}) == 2
+    async with server.engine.connect() as conn:
+        kept = set((await conn.execute(text("SELECT payload->>'name' FROM outbox"))).scalars())
+    assert kept == {
+        "made two days ago, sent an hour ago",
+        "unsent for two days",
+        "sent a minute ago",
+        "unsent",
+    }
+    assert await prune_outbox({"resources": server.resources}) == 0

@@ -4,6 +4,10 @@ and the reference Node `graphql-ws` client (what Apollo Client, urql and Relay u
 Then the live feed following the follow graph: a celebrity followed (or unfollowed,
 or blocked) during a subscription changes the channels it listens to.
 
+The same clients receive notificationAdded (issue 8, point 5), which rides the same hub
+and presence: a notification written by the worker reaches the recipient's running
+subscription, and one from an account the recipient blocked meanwhile does not.
+
 "Listening" is observed from Redis itself (`PUBSUB NUMSUB`), never from the hub's
 private state: a subscription is registered once its channel has a subscriber.
 """
@@ -16,6 +20,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +31,10 @@ from gql import Client, GraphQLRequest
 from gql.transport.websockets import WebsocketsTransport
 from websockets.typing import Subprotocol
 
-from infra.feedstore import FOLLOWS_CHANGED, author_channel, user_channel
+from domain.notifications import NotificationKind, NotificationRecord
+from infra.feedstore import FOLLOWS_CHANGED, author_channel, live_key, user_channel
 from infra.ids import to_global_id
-from infra.pubsub import QUEUE_SIZE, PubSubHub
+from infra.pubsub import QUEUE_SIZE, PubSubHub, notification_channel, publish_if_live
 from tests.conftest import GraphQLClient, Server
 from tests.factories import Factory, MadeUser
 from workers.feed import kick_relay
@@ -640,3 +646,207 @@ async def test_a_dropped_pubsub_connection_makes_every_listener_resync(feed_serv
             assert event is not None and event.channel == channel
     finally:
         await hub.close()
+
+
+# -- notificationAdded: the same clients, the same hub and presence -------------------
+
+NOTIFICATION_ADDED = (
+    "subscription { notificationAdded { kind read actor { username } post { id } comment { id } } }"
+)
+
+
+def expected_notification(kind: str, actor: MadeUser) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "read": False,
+        "actor": {"username": actor.username},
+        "post": None,
+        "comment": None,
+    }
+
+
+async def wait_for_notification_listener(server: Server, user: MadeUser) -> None:
+    """Until a subscription listens on the user's notification channel and marks them
+    present (the worker announces only to present users)."""
+    await wait_for_subscribers(server, notification_channel(user.pk))
+
+    async def present() -> bool:
+        return bool(await server.redis.exists(live_key(user.pk)))
+
+    await until(present)
+
+
+async def follow_and_deliver(server: Server, gql: GraphQLClient, fan: MadeUser, star: MadeUser):
+    """fan follows star through the API; the relay hands the notification to the worker."""
+    assert (await gql(FOLLOW, token=fan.token, id=star.id))["follow"]["errors"] == []
+    assert server.worker is not None
+    await kick_relay(server.worker.ctx)
+
+
+@pytest.mark.parametrize(
+    "subprotocol",
+    [WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL, WebsocketsTransport.APOLLO_SUBPROTOCOL],
+    ids=["graphql-transport-ws", "legacy-graphql-ws"],
+)
+async def test_gql_client_receives_a_new_follower_notification(
+    feed_server, gql, factory, subprotocol
+):
+    star, fan = await factory.user("star"), await factory.user("fan")
+    transport = WebsocketsTransport(
+        url=ws_url(feed_server),
+        init_payload={"authorization": f"Bearer {star.token}"},
+        subprotocols=[subprotocol],
+        keep_alive_timeout=60 if subprotocol == WebsocketsTransport.APOLLO_SUBPROTOCOL else None,
+    )
+    async with Client(transport=transport) as session:
+        results = session.subscribe(GraphQLRequest(NOTIFICATION_ADDED))
+        first = first_of(results)
+        await wait_for_notification_listener(feed_server, star)
+        await follow_and_deliver(feed_server, gql, fan, star)
+        async with asyncio.timeout(DEADLINE):
+            result = await first
+        await results.aclose()
+    assert transport.subprotocol == subprotocol
+    assert result == {"notificationAdded": expected_notification("FOLLOW", fan)}
+    # The subscription let go of its channel when the client stopped.
+    await wait_for_no_subscribers(feed_server, notification_channel(star.pk))
+
+
+async def test_reference_graphql_ws_client_receives_a_notification(
+    feed_server, gql, factory, node_client
+):
+    star, fan = await factory.user("star"), await factory.user("fan")
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(node_client / "subscribe.mjs"),
+        ws_url(feed_server),
+        star.token,
+        "1",
+        NOTIFICATION_ADDED,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NODE_NO_WARNINGS": "1"},
+    )
+    events: list[dict[str, Any]] = []
+    followed = False
+    try:
+        async with asyncio.timeout(DEADLINE):
+            async for event in node_events(process):
+                events.append(event)
+                if event["event"] == "connected":
+                    await wait_for_notification_listener(feed_server, star)
+                    await follow_and_deliver(feed_server, gql, fan, star)
+                    followed = True
+            assert process.stderr is not None
+            stderr = (await process.stderr.read()).decode(errors="replace")
+            assert await process.wait() == 0, (events, stderr)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert followed, events  # the client connected
+    nexts = [e["result"] for e in events if e["event"] == "next"]
+    assert nexts == [{"data": {"notificationAdded": expected_notification("FOLLOW", fan)}}]
+    frames = [e for e in events if e["event"] == "frame"]
+    assert all(frame["binary"] is False for frame in frames)
+
+
+async def test_multipart_http_subscription_delivers_a_notification(feed_server, gql, factory):
+    star, fan = await factory.user("star"), await factory.user("fan")
+    headers = {
+        "Authorization": f"Bearer {star.token}",
+        "Accept": 'multipart/mixed;subscriptionSpec="1.0", application/json',
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            feed_server.base_url + "/graphql",
+            json={"query": NOTIFICATION_ADDED},
+            headers=headers,
+        ) as response,
+    ):
+        assert response.status == 200
+        await wait_for_notification_listener(feed_server, star)
+        await follow_and_deliver(feed_server, gql, fan, star)
+        async with asyncio.timeout(DEADLINE):
+            async for _, body in read_parts(response):
+                if body != {}:  # heartbeats aside
+                    break
+    assert body == {
+        "payload": {"data": {"notificationAdded": expected_notification("FOLLOW", fan)}}
+    }
+
+
+async def test_a_notification_from_an_account_blocked_meanwhile_is_not_delivered(
+    feed_server, gql, factory
+):
+    star, fan, troll = await factory.users(3)
+    ws = await websockets.connect(
+        ws_url(feed_server), subprotocols=[Subprotocol("graphql-transport-ws")]
+    )
+    try:
+        auth = {"authorization": f"Bearer {star.token}"}
+        await ws.send(json.dumps({"type": "connection_init", "payload": auth}))
+        async with asyncio.timeout(DEADLINE):
+            assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(
+            json.dumps({"id": "n", "type": "subscribe", "payload": {"query": NOTIFICATION_ADDED}})
+        )
+        await wait_for_notification_listener(feed_server, star)
+        # The star blocks the troll just after a worker wrote (and checked) the troll's
+        # notification: its announcement arrives after the block.
+        assert (await gql(BLOCK, token=star.token, id=troll.id))["block"]["errors"] == []
+        stale = NotificationRecord(
+            id=1,
+            recipient_id=star.pk,
+            kind=NotificationKind.FOLLOW,
+            actor_id=troll.pk,
+            post_id=None,
+            comment_id=None,
+            created_at=datetime.now(UTC),
+            read_at=None,
+        )
+        channel = notification_channel(star.pk)
+        assert await publish_if_live(feed_server.redis, [(star.pk, channel, stale.to_message())])
+        # Then a fan follows: the subscription's next message is the fan's.
+        await follow_and_deliver(feed_server, gql, fan, star)
+        async with asyncio.timeout(DEADLINE):
+            message = json.loads(await ws.recv())
+        assert message["type"] == "next", message
+        assert message["payload"]["data"]["notificationAdded"] == expected_notification(
+            "FOLLOW", fan
+        )
+    finally:
+        await ws.close()
+
+
+SOCIAL_ITEM = """
+subscription { feedItemAdded { id likeCount commentCount viewerHasLiked
+  comments(first: 2) { edges { node { text } } } } }
+"""
+
+
+async def test_a_live_post_carries_its_social_fields(feed_server, gql, factory):
+    author = await factory.user("author")
+    fan = await live_reader(feed_server, gql, factory, "fan")
+    await factory.follow(fan, author)
+    transport = WebsocketsTransport(
+        url=ws_url(feed_server), init_payload={"authorization": f"Bearer {fan.token}"}
+    )
+    async with Client(transport=transport) as session:
+        results = session.subscribe(GraphQLRequest(SOCIAL_ITEM))
+        first = first_of(results)
+        await wait_for_subscribers(feed_server, user_channel(fan.pk))
+        post_id = await make_ready(feed_server, factory, author, "fresh")
+        async with asyncio.timeout(DEADLINE):
+            result = await first
+        await results.aclose()
+    assert result == {
+        "feedItemAdded": {
+            "id": to_global_id("Post", post_id),
+            "likeCount": 0,
+            "commentCount": 0,
+            "viewerHasLiked": False,
+            "comments": {"edges": []},
+        }
+    }

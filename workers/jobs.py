@@ -4,6 +4,8 @@ except through these."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from arq.connections import ArqRedis
 
 
@@ -34,3 +36,17 @@ async def enqueue_announce_celebrity(jobs: ArqRedis, author_id: int, *, epoch: i
     await jobs.enqueue_job(
         "announce_celebrity", author_id, _job_id=f"announce_celebrity:{author_id}:{epoch}"
     )
+
+
+async def enqueue_deliver_notifications(
+    jobs: ArqRedis, event_id: int, payload: dict[str, Any]
+) -> None:
+    # One delivery per outbox row, however often the relay sends it (the job is
+    # idempotent too: a repeat inserts nothing and announces nothing).
+    await jobs.enqueue_job("deliver_notifications", event_id, payload, _job_id=f"notify:{event_id}")
+
+
+async def enqueue_process_story(jobs: ArqRedis, story_id: int, *, attempt: int) -> None:
+    # One id per attempt, as for posts: the stories sweeper's re-enqueue of a stuck story
+    # must not be refused because the failed attempt's id is still held.
+    await jobs.enqueue_job("process_story", story_id, _job_id=f"process_story:{story_id}:{attempt}")

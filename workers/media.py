@@ -10,6 +10,7 @@ read; transient faults (storage or database unreachable) retry with backoff.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import tempfile
 from collections.abc import Callable
@@ -48,13 +49,20 @@ async def _cpu(ctx: dict[str, Any], fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
 
 
+# Where one media item's rendition of a (size, format) goes in the store.
+RenditionKey = Callable[[str, str], str]
+
+
 async def _store_renditions(
-    storage: Storage, post_id: int, media_id: int, result: PhotoResult
+    storage: Storage,
+    rendition_key: RenditionKey,
+    result: PhotoResult,
+    cache_control: str | None,
 ) -> dict[str, str]:
     keys: dict[str, str] = {}
     for rendition in result.renditions:
-        key = post_domain.rendition_key(post_id, media_id, rendition.size, rendition.format)
-        await storage.put(key, rendition.data, rendition.content_type)
+        key = rendition_key(rendition.size, rendition.format)
+        await storage.put(key, rendition.data, rendition.content_type, cache_control=cache_control)
         keys[f"{rendition.size}:{rendition.format}"] = key
     return keys
 
@@ -85,37 +93,62 @@ async def _verify(storage: Storage, settings: Settings, item: DbRow) -> str:
     return detected
 
 
-async def _process_media(
-    ctx: dict[str, Any], post_id: int, item: DbRow, work: Path
+async def process_media_item(
+    ctx: dict[str, Any],
+    item: DbRow,
+    work: Path,
+    *,
+    rendition_key: RenditionKey,
+    video_key: str,
+    frame: tuple[int, int] | None = None,
+    cache_control: str | None = None,
 ) -> MediaOutcome:
+    """Verify one uploaded media row's object (size, sniffed type), render it and store
+    its renditions under `rendition_key(size, format)` (and a video under `video_key`).
+
+    Shared by posts and stories (a story passes its `STORY_FRAME`, and a `cache_control`
+    no longer than its TTL; posts keep the store's year-long immutable default). Raises
+    `MediaRejected` for bad media; anything else is a transient fault for the caller.
+    """
     storage: Storage = ctx["resources"].storage
     detected = await _verify(storage, ctx["settings"], item)
     source = work / f"{item.id}.original"
     await storage.download_to(item.original_key, source)
     if item.kind == "PHOTO":
-        photo = await _cpu(ctx, render_photo, source)
+        photo = await _cpu(ctx, functools.partial(render_photo, frame=frame), source)
         return MediaOutcome(
             media_id=item.id,
             detected_type=photo.detected_type,
             width=photo.width,
             height=photo.height,
             placeholder=photo.placeholder,
-            rendition_keys=await _store_renditions(storage, post_id, item.id, photo),
+            rendition_keys=await _store_renditions(storage, rendition_key, photo, cache_control),
         )
     out_dir = work / f"{item.id}.out"
     out_dir.mkdir()
-    video = await _cpu(ctx, render_video, source, out_dir)
-    key = post_domain.video_key(post_id, item.id)
-    await storage.put(key, video.mp4_path, "video/mp4")
+    video = await _cpu(ctx, functools.partial(render_video, frame=frame), source, out_dir)
+    await storage.put(video_key, video.mp4_path, "video/mp4", cache_control=cache_control)
     return MediaOutcome(
         media_id=item.id,
         detected_type=detected,
         width=video.width,
         height=video.height,
         placeholder=video.poster.placeholder,
-        rendition_keys=await _store_renditions(storage, post_id, item.id, video.poster),
+        rendition_keys=await _store_renditions(storage, rendition_key, video.poster, cache_control),
         duration_seconds=video.duration_seconds,
-        video_key=key,
+        video_key=video_key,
+    )
+
+
+async def _process_media(
+    ctx: dict[str, Any], post_id: int, item: DbRow, work: Path
+) -> MediaOutcome:
+    return await process_media_item(
+        ctx,
+        item,
+        work,
+        rendition_key=functools.partial(post_domain.rendition_key, post_id, item.id),
+        video_key=post_domain.video_key(post_id, item.id),
     )
 
 

@@ -16,8 +16,16 @@ from arq.worker import Function
 
 from infra.resources import Resources
 from settings import Settings, get_settings
-from workers.feed import announce_celebrity, backfill_author, fan_out_post, relay_outbox
+from workers.feed import (
+    announce_celebrity,
+    backfill_author,
+    fan_out_post,
+    prune_outbox,
+    relay_outbox,
+)
 from workers.media import delete_post_objects, process_post, sweep_posts
+from workers.notifications import deliver_notifications
+from workers.stories import cleanup_stories, process_story, sweep_stories
 
 log = logging.getLogger("instagraph.worker")
 
@@ -55,6 +63,8 @@ def functions(settings: Settings) -> list[Function]:
         func(fan_out_post, timeout=600, max_tries=MAX_TRIES),
         func(backfill_author, timeout=600, max_tries=MAX_TRIES),
         func(announce_celebrity, timeout=600, max_tries=MAX_TRIES),
+        func(process_story, timeout=settings.job_timeout_seconds, max_tries=MAX_TRIES),
+        func(deliver_notifications, timeout=60, max_tries=MAX_TRIES),
     ]
 
 
@@ -64,8 +74,21 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
         cron(heartbeat, second={0, 30}, run_at_startup=True, unique=False),
         # At startup too: a worker that replaces a killed one finishes its posts at once.
         cron(sweep_posts, second=set(range(0, 60, every)), run_at_startup=True, timeout=120),
+        # Stories stuck in PROCESSING, on the same clock (a story lives only 24 hours).
+        cron(sweep_stories, second=set(range(0, 60, every)), run_at_startup=True, timeout=120),
         # The safety net behind the relay kicked after each READY commit.
         cron(relay_outbox, second=set(range(60)), run_at_startup=True, unique=True, timeout=30),
+        # Sent outbox rows older than a day, hourly (off the hour, when other crons run).
+        cron(prune_outbox, minute=17, second=0, unique=True, timeout=300),
+        # Expired stories are already hidden by every read; this only reclaims their
+        # objects and rows, so every few minutes is plenty.
+        cron(
+            cleanup_stories,
+            minute=set(range(0, 60, max(1, min(settings.story_cleanup_every_minutes, 60)))),
+            second=0,
+            run_at_startup=True,
+            timeout=300,
+        ),
     ]
 
 

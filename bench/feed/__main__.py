@@ -8,9 +8,11 @@ Phases, each announced by a progress line:
    every viewer, closed loop at each connection count; the fixed-rate runs; ours and
    the floor as 2 processes sharing the port (`make run` with API_WORKERS=2), and ours
    under `uvicorn --workers 2` beside them.
-3. Live delivery to the subscribers of one author, through the real worker.
-4. The history network: older posts added, the same closed-loop runs again.
-5. Fan-out on write against the ZADD ceiling.
+3. The feed page with its social fields (likes, comments, viewerHasLiked) against the
+   plain page, on ours, in the same run (`social`).
+4. Live delivery to the subscribers of one author, through the real worker.
+5. The history network: older posts added, the same closed-loop runs again.
+6. Fan-out on write against the ZADD ceiling.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from types import FrameType
 from typing import Any
 
 from bench.common import ROOT, machine_info, stamp, write_results
-from bench.feed import fanout, live, seeding
+from bench.feed import fanout, live, seeding, social
 from bench.feed.config import Config, build_config, parse_args
 from bench.feed.network import Network, build_network
 from bench.feed.pgcpu import ProcessTreeCpu, postmaster_pid
@@ -128,6 +130,18 @@ class FeedBench:
                 self.probe = Probe(tokens, self.postgres, redis)
                 targets = await self.start_targets()
                 await self.reads_today(net, targets, tokens)
+                if "social" not in cfg.skip:
+                    self.report["social"] = await social.social_phase(
+                        cfg,
+                        self.probe,
+                        targets[0].server,
+                        tokens,
+                        sorted(net.viewers),
+                        self.db.pg_url,
+                        self.db.redis_url,
+                        cfg.users,
+                    )
+                    self.clock.lap("social")
                 if "live" not in cfg.skip:
                     self.report["live"] = await live_phase(self, res)
                     self.clock.lap("live")

@@ -43,7 +43,7 @@ class Config:
 
 
 # Phases that can be left out (`--skip live,fanout`) when re-measuring one part.
-PHASES = ("fixed", "workers", "live", "history", "fanout")
+PHASES = ("fixed", "workers", "social", "live", "history", "fanout")
 
 QUICK = {
     "users": 1_500,

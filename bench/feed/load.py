@@ -68,9 +68,10 @@ class LoadResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def raw_request(port: int, path: str, token: str) -> str:
-    """The feed document POSTed with a bearer token, as raw HTTP/1.1."""
-    body = orjson.dumps({"query": FEED_QUERY}).decode()
+def raw_request(port: int, path: str, token: str, query: str = FEED_QUERY) -> str:
+    """A GraphQL document (the feed page unless told) POSTed with a bearer token, as raw
+    HTTP/1.1."""
+    body = orjson.dumps({"query": query}).decode()
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
         f"Content-Type: application/json\r\nAuthorization: Bearer {token}\r\n"

@@ -26,11 +26,13 @@ from bench.feed.servers import Server
 
 @dataclass(frozen=True)
 class Target:
-    """An endpoint answering the feed page: ours (/graphql) or a baseline."""
+    """An endpoint answering the feed page: ours (/graphql) or a baseline; `query` is
+    the document each request sends (the plain feed page unless told)."""
 
     name: str
     server: Server
     path: str
+    query: str = FEED_QUERY
 
     @property
     def port(self) -> int:
@@ -57,7 +59,7 @@ class Probe:
     ) -> dict[str, Any]:
         spec = LoadSpec(
             port=target.port,
-            requests=[raw_request(target.port, target.path, t) for t in self.tokens],
+            requests=[raw_request(target.port, target.path, t, target.query) for t in self.tokens],
             mode=mode,
             connections=connections,
             warmup=warmup,

@@ -110,6 +110,27 @@ def goals(report: dict[str, Any]) -> list[Goal]:
                     None,
                 )
             )
+    social = report.get("social")
+    if social:
+        plain, page = _rps(social["runs"], "plain"), _rps(social["runs"], "social")
+        out.append(
+            Goal(
+                "social feed page / plain feed page, saturation throughput (same run)",
+                f"{page / plain:.0%} ({page:,.0f} vs {plain:,.0f} req/s)",
+                ">= 80%",
+                page / plain >= 0.8,
+            )
+        )
+        warm = social["warm"]
+        out.append(
+            Goal(
+                "SQL per warm social page (PostgreSQL table scans: a statement reads a table)",
+                f"{warm['sql_table_scans_per_page']} ({warm['sql_table_scans']} over "
+                f"{warm['pages']:,} pages; {warm['compiled_share']:.0%} compiled)",
+                "0",
+                warm["sql_table_scans"] == 0,
+            )
+        )
     live = report.get("live")
     if live:
         complete = live["deliveries"] == live["expected_deliveries"]
@@ -214,6 +235,19 @@ def print_report(report: dict[str, Any]) -> None:
         )
     for key in ("workers", "workers_history"):
         _print_workers(key, reads)
+    social = report.get("social")
+    if social:
+        print(
+            f"s) the feed page with likeCount, commentCount, viewerHasLiked and 2 comments vs "
+            f"without ({social['likes']:,} likes, {social['comments']:,} comments on "
+            f"{social['posts']:,} posts; {social['checked_posts']:,} checked)"
+        )
+        print("\n".join(_closed_table(social["runs"])))
+        print("\n".join(_cpu_table(social["runs"])))
+        commands = ", ".join(
+            f"{name} {calls}" for name, calls in social["warm"]["redis_commands_per_page"].items()
+        )
+        print(f"   Redis commands per warm social page: {commands}")
     live = report.get("live")
     if live:
         print(

@@ -11,9 +11,10 @@ supports and how it stays identical to Strawberry.
     try:
         body = await operation.execute(context, variables)
     except FallBack:
-        ...  # rare, before any resolver ran: Strawberry runs the request
+        ...  # rare (see FallBack): Strawberry runs the request
 """
 
 from schema.compiler.operation import CompiledOperation, DocumentCompiler, FallBack
+from schema.compiler.support import may_return_awaitable
 
-__all__ = ["CompiledOperation", "DocumentCompiler", "FallBack"]
+__all__ = ["CompiledOperation", "DocumentCompiler", "FallBack", "may_return_awaitable"]

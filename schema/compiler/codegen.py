@@ -19,6 +19,10 @@ hold the two together. A generated object function, for `author { id }`:
             raise locate(e, SITE11, p)  # non-null: the parent's problem
         return {'id': r10}
 
+A resolver marked `may_return_awaitable` is followed by `if is_awaitable(v): defer(v)`,
+and in plans that select one, every `except Exception` is preceded by `except DEFERRED:
+raise`, so the deferral leaves the plan (and the request goes to Strawberry).
+
 `p` is the object's position in the response, `st` the request's `Run`. The source
 holds only names made here and `repr()`s of GraphQL names; every value (sites,
 resolvers, messages, argument values) sits in the namespace the code runs in.
@@ -58,21 +62,24 @@ from graphql.execution.collect_fields import (
 )
 from graphql.execution.values import VariableValues
 from graphql.pyutils import Undefined
+from strawberry.execution.is_awaitable import optimized_is_awaitable
 
 from schema.compiler.arguments import ArgumentPlan, plan_arguments
 from schema.compiler.runtime import (
     CompiledInfo,
+    Deferred,
     FieldSite,
     OperationShape,
     Run,
     checked_leaf,
+    defer,
     leaf_completer,
     list_checker,
     locate,
     locate_item,
     object_checker,
 )
-from schema.compiler.support import DEFINITION, SchemaFacts, strawberry_field
+from schema.compiler.support import DEFINITION, SchemaFacts, may_await, strawberry_field
 
 LeafType = GraphQLScalarType | GraphQLEnumType
 
@@ -124,14 +131,23 @@ class Generator:
         shape: OperationShape,
         fragments: dict[str, FragmentDetails],
         variables: VariableValues,
+        *,
+        deferring: bool = False,
     ) -> None:
         self.facts = facts
         self.shape = shape
         self.fragments = fragments
         # The decisions of variable-driven @skip/@include come from these variables.
         self.variables = variables
+        # The operation selects a resolver marked `may_return_awaitable`: every field's
+        # error handling lets `Deferred` through (written only then; it costs nothing
+        # at run time, but the plain plans stay as they were).
+        self.deferring = deferring
         self.namespace: dict[str, Any] = {
             "CompiledInfo": CompiledInfo,
+            "DEFERRED": Deferred,
+            "defer": defer,
+            "is_awaitable": optimized_is_awaitable,
             "locate": locate,
             "locate_item": locate_item,
             "checked_leaf": checked_leaf,
@@ -287,8 +303,14 @@ class Generator:
         with out.block("try:"):
             self.fetch(out, site, parent, awaited=awaited)
             self.complete(out, site, site.field_def.type, "v", target, position)
+        self.let_deferral_through(out)
         with out.block("except Exception as e:"):
             self.handle(out, site, parent, target)
+
+    def let_deferral_through(self, out: _Source) -> None:
+        if self.deferring:
+            with out.block("except DEFERRED:"):
+                out.line("raise")
 
     def handle(self, out: _Source, site: FieldSite, parent: str, target: str) -> None:
         located = f"locate(e, {self.site_name(site)}, {parent})"
@@ -342,6 +364,10 @@ class Generator:
             parts.append(f"**{convert}({source}, {info})")
         call = f"{self.constant('RESOLVER', resolver.wrapped_func)}({', '.join(parts)})"
         out.line(f"v = {'await ' if awaited else ''}{call}")
+        if not awaited and may_await(field):
+            # graphql-core would await it; the plan hands the request to Strawberry.
+            with out.block("if is_awaitable(v):"):
+                out.line("defer(v)")
 
     def arguments(self, site: FieldSite) -> ArgumentPlan:
         plan = self.argument_plans.get(id(site))
@@ -404,6 +430,7 @@ class Generator:
             with out.block("try:"):
                 item_position = f"({here}, {index}, None)"
                 self.complete(out, site, gtype.of_type, item, value, item_position)
+            self.let_deferral_through(out)
             with out.block(f"except Exception as {error}:"):
                 located = f"locate_item({error}, {self.site_name(site)}, {here}, {index})"
                 if is_non_null_type(gtype.of_type):
@@ -485,7 +512,10 @@ def plan_operation(
     shape: OperationShape,
     fragments: dict[str, FragmentDetails],
     variables: VariableValues,
+    *,
+    deferring: bool = False,
 ) -> Plan:
     """Compile the variant of the operation that these variables' `@skip`/`@include`
-    decisions select."""
-    return Generator(facts, shape, fragments, variables).plan()
+    decisions select (`deferring`: it selects a resolver marked
+    `may_return_awaitable`)."""
+    return Generator(facts, shape, fragments, variables, deferring=deferring).plan()

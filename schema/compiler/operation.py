@@ -8,14 +8,18 @@ execution, `schema.process_errors`, `process_result`), byte for byte once encode
 
 Supported: query operations over object types, lists, non-null, scalars and enums,
 aliases, `__typename`, fragments, `@skip`/`@include`, plain fields, sync resolvers, and
-async resolvers on root fields (run concurrently, as graphql-core does). Anything else
+async resolvers on root fields (run concurrently, as graphql-core does). A sync resolver
+marked `may_return_awaitable` (`schema.compiler.support`) answers from memory when it
+can; when it returns an awaitable instead, the plan closes it and `execute` raises
+`FallBack`, so Strawberry answers that request (and awaits it). Anything else
 (mutations, subscriptions, interfaces and unions, permissions or other field
 extensions, async resolvers below the root, introspection, schema extensions other than
 the parser/validation caches and the limiters) makes `get` return None: the caller
 runs Strawberry instead.
 
-Known differences, none reachable with this schema's resolvers: a *sync* resolver
-returning an awaitable, or a list field returning an async iterable, is not awaited; an
+Known differences, none reachable with this schema's resolvers: an unmarked *sync*
+resolver returning an awaitable, or a list field returning an async iterable, is not
+awaited; an
 object of exactly a type's own class that was `strawberry.cast` to another type is taken
 as its class; a root field failing synchronously discards the async root fields not
 started yet instead of running them in the background; `info.input_extensions` (the
@@ -58,8 +62,13 @@ from strawberry.types import ExecutionContext, Info
 from strawberry.types.graphql import OperationType as StrawberryOperationType
 
 from schema.compiler.codegen import Plan, plan_operation
-from schema.compiler.runtime import OperationShape, Run
-from schema.compiler.support import SchemaFacts, conditional_nodes, unsupported_reason
+from schema.compiler.runtime import Deferred, OperationShape, Run
+from schema.compiler.support import (
+    SchemaFacts,
+    conditional_nodes,
+    selects_may_await,
+    unsupported_reason,
+)
 
 log = logging.getLogger("instagraph.compiler")
 
@@ -72,10 +81,14 @@ _NO_VARIABLES = VariableValues({}, {})
 
 
 class FallBack(Exception):
-    """Raised by `CompiledOperation.execute` before any resolver ran, when this request
-    needs something the plan does not do (a `@skip`/`@include` whose variable is
-    explicitly null, which graphql-core reports as a request or a field error depending
-    on where the directive sits): the caller runs the same request through Strawberry."""
+    """Raised by `CompiledOperation.execute` when this request needs something the plan
+    does not do: the caller runs the same request through Strawberry, which answers it
+    whole (the plan's response is dropped). Either before any resolver ran (a
+    `@skip`/`@include` whose variable is explicitly null, which graphql-core reports as
+    a request or a field error depending on where the directive sits), or when a
+    resolver marked `may_return_awaitable` returned an awaitable: resolvers ran then,
+    but only those of a query (the compiler compiles nothing else), which read and do
+    not change anything the second run would see differently."""
 
 
 class CompiledOperation:
@@ -109,13 +122,20 @@ class CompiledOperation:
             [],
             False,
         )
+        self._deferring = selects_may_await(compiler.facts, operation, fragments)
         self._variants: OrderedDict[tuple[bool, ...], Plan] = OrderedDict()
         # Without variable-driven directives there is one variant: compile it now, so a
         # bug or an unexpected schema shows at `get` (which then returns None).
         self._plan = None if self._conditions else self._compile(_NO_VARIABLES)
 
     def _compile(self, variables: VariableValues) -> Plan:
-        return plan_operation(self._compiler.facts, self._shape, self._fragments, variables)
+        return plan_operation(
+            self._compiler.facts,
+            self._shape,
+            self._fragments,
+            variables,
+            deferring=self._deferring,
+        )
 
     def _plan_for(self, variables: VariableValues) -> Plan:
         try:
@@ -153,8 +173,8 @@ class CompiledOperation:
         """The JSON-ready response dict, identical to what Strawberry's HTTP view returns
         for the same request: `{"data": ...}` plus `"errors"` when there are errors,
         formatted after `schema.process_errors`. Variable coercion errors give the same
-        `{"data": None, "errors": [...]}` as Strawberry. Raises `FallBack` (before any
-        resolver ran) for the rare request the plan leaves to Strawberry."""
+        `{"data": None, "errors": [...]}` as Strawberry. Raises `FallBack` for the rare
+        request the plan leaves to Strawberry."""
         coerced = _NO_VARIABLES
         if self._variable_definitions:
             result = get_variable_values(
@@ -171,11 +191,13 @@ class CompiledOperation:
         data: dict[str, Any] | None
         try:
             data = plan.root(run)
-        except GraphQLError as error:
+        except (GraphQLError, Deferred) as error:
             # A non-null root field failed before the async ones started: graphql-core
             # would settle them in the background and drop whatever they report.
             for _, coroutine in run.pending:
                 coroutine.close()
+            if isinstance(error, Deferred):
+                raise FallBack(str(error)) from None
             data = self._null_data(run, error)
         else:
             pending = run.pending
@@ -184,11 +206,14 @@ class CompiledOperation:
                     key, coroutine = pending[0]
                     data[key] = await coroutine
                 elif pending:
+                    # The first failure cancels the others (a deferral included).
                     values = await gather_with_cancel(*(coroutine for _, coroutine in pending))
                     for (key, _), value in zip(pending, values, strict=True):
                         data[key] = value
             except GraphQLError as error:
                 data = self._null_data(run, error)
+            except Deferred as deferred:
+                raise FallBack(str(deferred)) from None
         return self._respond(data, run.errors, context, variables, root_value)
 
     @staticmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 from asyncio import ensure_future, gather
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from graphql import (
     FieldNode,
@@ -97,6 +97,24 @@ class Run:
     def add(self, error: GraphQLError) -> None:
         if not self.nulled:
             self.errors.append(error)
+
+
+class Deferred(Exception):
+    """A resolver marked `may_return_awaitable` returned an awaitable, which the plan
+    does not await: the generated code lets this through every field's error handling
+    and `CompiledOperation.execute` hands the request to Strawberry (`FallBack`)."""
+
+
+def defer(value: Any) -> NoReturn:
+    """Drop the awaitable a marked resolver returned (a coroutine not started is closed,
+    so nothing of it ran) and stop the plan."""
+    close = getattr(value, "close", None)
+    cancel = getattr(value, "cancel", None)
+    if callable(close):
+        close()
+    elif callable(cancel):
+        cancel()
+    raise Deferred(f"a resolver returned {type(value).__name__}")
 
 
 def path_list(position: Position) -> list[str | int]:

@@ -3,8 +3,10 @@ document against the supported subset (see `schema.compiler.operation`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from inspect import isasyncgenfunction
+from typing import Any, TypeVar
 
 from graphql import (
     BooleanValueNode,
@@ -31,6 +33,26 @@ from strawberry.types.field import StrawberryField
 
 DEFINITION = "strawberry-definition"
 CONDITIONAL_DIRECTIVES = ("skip", "include")
+# Set on a sync resolver by `may_return_awaitable`.
+MAY_AWAIT = "_graphql_may_return_awaitable"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def may_return_awaitable(resolver: F) -> F:
+    """Mark a sync resolver that answers from memory when it can and otherwise returns
+    an awaitable (which graphql-core awaits). The compiled executor does not await:
+    when such a resolver returns an awaitable, the plan closes it and the request falls
+    back to Strawberry (`schema.compiler.FallBack`). Unmarked sync resolvers must not
+    return awaitables on the compiled path. Put it under `@strawberry.field`:
+
+        @strawberry.field(description="...")
+        @may_return_awaitable
+        def comments(self, info: Info, first: int = 20) -> Page | Awaitable[Page]: ...
+    """
+    setattr(resolver, MAY_AWAIT, True)
+    return resolver
+
 
 Selection = FieldNode | InlineFragmentNode | FragmentSpreadNode
 
@@ -78,6 +100,49 @@ class SchemaFacts:
         if field.is_async and not at_root:
             return f"async resolver below the root ({field.python_name})"
         return None
+
+
+def may_await(field: StrawberryField | None) -> bool:
+    """Whether a field's sync resolver is marked `may_return_awaitable`."""
+    if field is None or field.base_resolver is None or field.is_async:
+        return False
+    return getattr(field.base_resolver.wrapped_func, MAY_AWAIT, False) is True
+
+
+def selects_may_await(
+    facts: SchemaFacts,
+    operation: OperationDefinitionNode,
+    fragments: dict[str, FragmentDefinitionNode],
+) -> bool:
+    """Whether the operation selects a field marked `may_return_awaitable` anywhere
+    (whatever `@skip`/`@include` decide): only such plans need the deferral's code."""
+    root = facts.graphql_schema.query_type
+    seen: set[tuple[str, str]] = set()
+
+    def visit(parent: GraphQLObjectType, selection_set: SelectionSetNode | None) -> bool:
+        for selection in selection_set.selections if selection_set else ():
+            if isinstance(selection, FieldNode):
+                field_def = parent.fields.get(selection.name.value)
+                if field_def is None:  # __typename
+                    continue
+                if may_await(strawberry_field(field_def)):
+                    return True
+                named = get_named_type(field_def.type)
+                if isinstance(named, GraphQLObjectType) and visit(named, selection.selection_set):
+                    return True
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                if (name, parent.name) not in seen:
+                    seen.add((name, parent.name))
+                    if visit(parent, fragments[name].selection_set):
+                        return True
+            elif isinstance(selection, InlineFragmentNode) and visit(
+                parent, selection.selection_set
+            ):
+                return True
+        return False
+
+    return root is not None and visit(root, operation.selection_set)
 
 
 def strawberry_field(field_def: GraphQLField) -> StrawberryField | None:

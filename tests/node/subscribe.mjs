@@ -1,14 +1,16 @@
-// Subscribes to feedItemAdded with the reference `graphql-ws` client (the one Apollo
-// Client, urql and Relay use) and prints what happens as JSON lines on stdout:
+// Subscribes with the reference `graphql-ws` client (the one Apollo Client, urql and
+// Relay use), to feedItemAdded or to the document given, and prints what happens as JSON
+// lines on stdout:
 //   {"event":"frame","binary":false}        every WebSocket frame the server sent
 //   {"event":"connected"}                   connection_ack received
 //   {"event":"next","result":{...}}         one execution result
 //   {"event":"error","error":...}           the subscription failed (exit code 1)
-// It exits 0 after `count` results. Usage: node subscribe.mjs <ws-url> <token> <count>
+// It exits 0 after `count` results.
+// Usage: node subscribe.mjs <ws-url> <token> <count> [<subscription document>]
 import { createClient } from "graphql-ws";
 import WebSocket from "ws";
 
-const [url, token, countArg = "1"] = process.argv.slice(2);
+const [url, token, countArg = "1", document] = process.argv.slice(2);
 const wanted = Number(countArg);
 const print = (event, fields = {}) =>
   process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
@@ -30,7 +32,9 @@ const client = createClient({
   on: { connected: () => print("connected") },
 });
 
-const query = `subscription {
+const query =
+  document ??
+  `subscription {
   feedItemAdded { id caption author { username } media { width height placeholder } }
 }`;
 
