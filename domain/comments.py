@@ -201,47 +201,27 @@ async def remove_comments_on_posts_of(
     return sorted({post_id for post_id, _ in taken})
 
 
-async def comments_page(
-    *,
-    conn: AsyncConnection,
-    post_id: int,
-    first: int,
-    after: int | None,
-    hidden: Collection[int] = (),
-) -> list[CommentRecord]:
-    """Up to first + 1 comments of a post after the comment id `after`, oldest first,
-    without those by `hidden` authors (the extra row tells whether a next page exists)."""
-    query = select(*COLUMNS).where(
-        comments.c.post_id == post_id, comments.c.author_id != all_(HIDDEN)
-    )
-    if after is not None:
-        query = query.where(comments.c.id > after)
-    rows = await conn.execute(
-        query.order_by(comments.c.id).limit(first + 1), {"hidden": list(hidden)}
-    )
-    return [CommentRecord(*row) for row in rows]
-
-
 async def first_comments(
     *,
     conn: AsyncConnection,
     post_ids: Sequence[int],
     limit: int,
     hidden: Collection[int] = (),
+    after: int | None = None,
 ) -> dict[int, list[CommentRecord]]:
-    """Each post's oldest `limit` comments (without `hidden` authors'), oldest first, for
-    a whole page of posts in one statement: a LATERAL join runs one short range of the
-    (post_id, id) index per post. Every post asked for has an entry."""
+    """Each post's oldest `limit` comments (without `hidden` authors'; after the comment
+    id `after` when given), oldest first, for a whole page of posts in one statement: a
+    LATERAL join runs one short range of the (post_id, id) index per post. Every post
+    asked for has an entry."""
     if not post_ids:
         return {}
     posts = func.unnest(IDS).table_valued("post_id").render_derived(name="page")
-    oldest = (
-        select(*COLUMNS)
-        .where(comments.c.post_id == posts.c.post_id, comments.c.author_id != all_(HIDDEN))
-        .order_by(comments.c.id)
-        .limit(limit)
-        .lateral("oldest")
+    query = select(*COLUMNS).where(
+        comments.c.post_id == posts.c.post_id, comments.c.author_id != all_(HIDDEN)
     )
+    if after is not None:
+        query = query.where(comments.c.id > after)
+    oldest = query.order_by(comments.c.id).limit(limit).lateral("oldest")
     rows = await conn.execute(
         select(oldest).select_from(posts.join(oldest, true())),
         {"ids": list(post_ids), "hidden": list(hidden)},

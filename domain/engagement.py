@@ -7,47 +7,69 @@ liked it, and its first comments, for a whole page of posts at once (issue 8, po
     await engagement.comments_changed(post_id)                     # after the commit
 
 PostgreSQL is the truth (`domain.counters` keeps the counts exact in the liking or
-commenting transaction); Redis caches what a page shows, and a warm page reads all of
-it in one round trip (an MGET and a ZMSCORE, pipelined; the viewer's hidden set from
-`domain.blocks` rides in the MGET), with no SQL:
+commenting transaction); Redis caches what a page shows (with no SQL when warm):
 
     engagement:{P}:counts  "likes comments" of post P
     engagement:{P}:first   its CACHED_COMMENTS oldest comments, and whether that is all
     engagement:{P}:gen     a token each hook replaces (see below)
+    engagement:{P}:cgen    the same for its first comments (a like burst replaces
+                           `gen` many times a second: first comments must not wait)
     liked:{U}              sorted set of the ids of the posts user U liked, scored by
                            post id (time-ordered, below 2^53: exact as scores), the
-                           newest LIKED_CAP at most. Member `floor` (score -floor-1):
-                           from which post id on the set is complete; lower ids are
-                           asked of PostgreSQL (one batched statement). Member `gen`: a
-                           token the like hook replaces. Both score below any post id.
+                           newest LIKED_CAP at most. Member `floor` (score -floor-1,
+                           below any post id): from which post id on the set is
+                           complete; lower ids are asked of PostgreSQL (one batched
+                           statement).
+    liked:{U}:gen          a token the like hook replaces (as a post's `gen`)
 
 The post id sits in braces (a Redis Cluster hash tag), so a post's keys share a slot and
 the scripts touching several work on a cluster too; a page's MGET spans slots, so a
 cluster deployment would split it per slot as `infra.cache.RecordCache` does.
 
+Each API process also holds what every viewer sees of a post (its counts and cached first
+comments) for MEMO_TTL_SECONDS: concurrent readers of the same posts share one read
+(batched, single flight), so under load a post's counts and comments are read from
+Redis about once a second per process, not once per page. What is the viewer's own (the
+ZMSCORE of their liked set over the page, and their hidden set from `domain.blocks`) is
+read per request: a feed page sends it in the pipeline of its posts' MGET (`ViewerRead`,
+an `infra.cache.Rider` of `HomeFeed.read`), so a warm social page makes no more round
+trips than a plain one; other pages send it in one pipeline of its own.
+
 Misses are read from PostgreSQL (one statement per kind missing: counts, first comments,
-the viewer's newest likes, likes below the floor; one connection) and written back in
-one more round trip. Comment authors come through the process' `RecentRecords` (none
+the viewer's newest likes, likes below the floor) and written back in one more round
+trip. Comment authors come through the process' `RecentRecords` (none
 read when read a moment ago); comments by accounts hidden from the viewer (blocks,
 either way) are left out per request, which is why more are cached than a page shows.
 
-Writers never adjust a cached count. A hook, after the commit, replaces the post's
-`gen` token and deletes what changed (the counts; the first comments too for a comment),
-in one script; a fill writes only if `gen` still holds the token its reader saw before
-reading PostgreSQL (and only where nothing is cached: SET NX). So a reader that read
-PostgreSQL before a commit never caches its old value once the hook ran, and no change
-is counted twice: a cached value is right as soon as its hook has run. The liked set is
-updated in place by the hook when present (adding or removing an id is idempotent),
-with its `gen` replaced all the same.
+Writers never adjust a cached value. A hook, after the commit, replaces the tokens
+of what changed and deletes it (a like: the post's counts and the liker's liked set; a
+comment: the post's counts and first comments), in one script; a fill writes only if
+its token still holds what its reader saw before reading PostgreSQL (and only where
+nothing is cached: SET NX). So a reader that read PostgreSQL before a commit never
+caches its old value once the hook ran, and hooks commute: two of them run in either
+order (a like's and an unlike's by the same user through two API processes) leave the
+same thing, nothing cached, and the next read refills from PostgreSQL. A like or
+unlike that changed nothing (a repeated tap) runs its hook too, so a cache left wrong
+by a hook that never ran is repaired by the user's next tap.
+
+Redis is a cache: a read that Redis fails (unreachable, refusing) is answered from
+PostgreSQL alone, uncached (one connection, a statement per kind), and a fill Redis
+refuses (out of memory, a read-only replica) is skipped; both log a warning.
 
 Consistency windows:
 - Between a commit and its hook (the same request, before it answers) other readers
   may see the old value; the request itself sees its change.
+- The per-process memo of counts and first comments: a hook drops its post's entries in
+  its own process (before and after its Redis script), so every request that process
+  serves after the hook (the author of the change's next ones included) sees the
+  change; every other API process may go on answering the old counts and first
+  comments for up to MEMO_TTL_SECONDS (1 s) after the hook ran. Whether the viewer
+  liked a post and whom they hide are never memoized (viewerHasLiked follows their own
+  like at once, whichever process answers).
 - A hook that never ran (the process died after the commit, or Redis was unreachable:
   hooks are best effort and log) leaves the old value until it expires: a fill sets the
   TTL and nothing extends it, so no cached count or comment is older than
-  ENGAGEMENT_TTL_SECONDS, and no liked set older than LIKED_TTL_SECONDS (its TTL is set
-  once, when the key is created).
+  ENGAGEMENT_TTL_SECONDS, and no liked set older than LIKED_TTL_SECONDS.
 - Counts are totals over everyone: likes and comments by accounts hidden from the
   viewer count (a per-viewer count would be a query per page); their comments are not
   shown.
@@ -55,26 +77,31 @@ Consistency windows:
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
-import secrets
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
+from sqlalchemy import any_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.blocks import HiddenUsers, hidden_key
+from domain.blocks import HiddenUsers, hidden_ids, hidden_key
 from domain.comments import CommentRecord, first_comments
 from domain.counters import post_counts
 from domain.likes import liked_among, recent_likes
 from domain.records import RecentRecords
+from domain.users import USER_COLUMNS, users
 from infra.cache import RecordCache
+from models import IDS
 
 log = logging.getLogger("instagraph.engagement")
 
@@ -88,7 +115,16 @@ CACHED_COMMENTS = 10
 LIKED_CAP = 1000
 ENGAGEMENT_TTL_SECONDS = 900
 LIKED_TTL_SECONDS = 3600
+# How long a process answers a post's counts and first comments from its own memo, and
+# how many posts it holds at most (each entry: two counts and up to CACHED_COMMENTS rows).
+MEMO_TTL_SECONDS = 1.0
+MEMO_MAX = 20_000
+# The comment texts a process' memos hold at most, in characters, over all their entries
+# (a comment has up to 2,200: an entry count alone would let them grow to gigabytes).
+MEMO_MAX_TEXT = 20_000_000
 
+K = TypeVar("K")
+V = TypeVar("V")
 HiddenProvider = Callable[[], Awaitable[frozenset[int]]]
 ScriptCall = tuple[AsyncScript, list[str], list[Any]]
 
@@ -105,8 +141,16 @@ def gen_key(post_id: int) -> str:
     return f"engagement:{{{post_id}}}:gen"
 
 
+def comments_gen_key(post_id: int) -> str:
+    return f"engagement:{{{post_id}}}:cgen"
+
+
 def liked_key(user_id: int) -> str:
     return f"liked:{{{user_id}}}"
+
+
+def liked_gen_key(user_id: int) -> str:
+    return f"liked:{{{user_id}}}:gen"
 
 
 def _token() -> str:
@@ -114,59 +158,36 @@ def _token() -> str:
     return uuid.uuid4().hex
 
 
-def _score_token() -> int:
-    """A fresh generation token for a sorted set: a negative score, exact as a double."""
-    return -secrets.randbelow(2**52) - 2
-
-
 # Numbers reach Redis as strings formatted here ('%.0f'): Lua's own number-to-string
 # conversion keeps 14 digits, fewer than a post id has.
 
-# KEYS: a post's gen, then the keys to delete. ARGV: a new token, ttl.
+# KEYS: n tokens to replace, then the keys to delete. ARGV: a new token, ttl, n.
 DROP_LUA = """
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('DEL', unpack(KEYS, 2))
+local n = tonumber(ARGV[3])
+for i = 1, n do redis.call('SET', KEYS[i], ARGV[1], 'EX', ARGV[2]) end
+redis.call('DEL', unpack(KEYS, n + 1))
 return 1
 """
 
-# KEYS: a post's gen, the key to fill. ARGV: the token the reader saw ('' for none), ttl,
-# the value. Nothing is written if a hook ran since the read, or if a value is there.
+# KEYS: the token guarding the key to fill (a post's gen or cgen), the key. ARGV: the
+# token the reader saw ('' for none), ttl, the value. Nothing is written if a hook ran
+# since the read, or if a value is there.
 FILL_LUA = """
 if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2], 'NX')
 return 1
 """
 
-# KEYS: one liked set. ARGV: the `gen` score the reader saw ('' for none), ttl, floor,
-# then post ids. Fill a missing set, unless the like hook ran since the read.
+# KEYS: a liked set, its gen. ARGV: the token the reader saw ('' for none), ttl, the
+# floor's score, then post ids. Fill a missing set, unless the like hook ran since the
+# read.
 LIKED_FILL_LUA = """
 local key = KEYS[1]
-if redis.call('ZSCORE', key, 'floor') then return 0 end
-if (redis.call('ZSCORE', key, 'gen') or '') ~= ARGV[1] then return 0 end
-redis.call('ZADD', key, string.format('%.0f', -1 - tonumber(ARGV[3])), 'floor')
+if redis.call('EXISTS', key) == 1 then return 0 end
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
+redis.call('ZADD', key, ARGV[3], 'floor')
 for i = 4, #ARGV do redis.call('ZADD', key, ARGV[i], ARGV[i]) end
-if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ARGV[2]) end
-return 1
-"""
-
-# KEYS: one liked set. ARGV: post id, '1' liked or '0' unliked, cap, ttl, a new `gen`.
-# Replace `gen`; when the set is there, add or remove the post and trim the lowest post
-# ids past the cap, raising the floor above them.
-LIKED_CHANGE_LUA = """
-local key, post, cap = KEYS[1], ARGV[1], tonumber(ARGV[3])
-redis.call('ZADD', key, ARGV[5], 'gen')
-if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ARGV[4]) end
-local floor = redis.call('ZSCORE', key, 'floor')
-if not floor then return 0 end
-if ARGV[2] == '1' then redis.call('ZADD', key, post, post) else redis.call('ZREM', key, post) end
-local extra = redis.call('ZCARD', key) - 2 - cap
-if extra > 0 then
-  local gone = redis.call('ZRANGEBYSCORE', key, 0, '+inf', 'LIMIT', 0, extra)
-  local top = gone[#gone]
-  redis.call('ZREMRANGEBYSCORE', key, 0, top)
-  local known = math.max(-1 - tonumber(floor), tonumber(top) + 1)
-  redis.call('ZADD', key, string.format('%.0f', -1 - known), 'floor')
-end
+redis.call('EXPIRE', key, ARGV[2])
 return 1
 """
 
@@ -193,6 +214,83 @@ class _Post:
     counts: tuple[int, int] | None
     first: tuple[list[list[Any]], bool] | None  # raw rows, and whether they are all
     token: str  # its `gen` as read ('' for none)
+    comments_token: str  # its `cgen` as read ('' for none)
+
+
+@dataclass(slots=True)
+class _Shared:
+    """What every viewer sees of one post (the process' memo holds it a moment)."""
+
+    likes: int
+    comments: int
+    rows: list[list[Any]]  # its cached first comments, raw: [id, author_id, text, at]
+    complete: bool  # whether `rows` are all its comments
+    authors: frozenset[int]  # authors of `rows`
+    # What a viewer hiding none of `authors` is shown when every author of the preview
+    # is found: the first FIRST_COMMENTS + 1 rows, decoded once, and whether they are all.
+    preview: list[CommentRecord]
+    preview_authors: tuple[int, ...]
+    preview_complete: bool
+
+    @classmethod
+    def of(cls, post_id: int, entry: _Post) -> _Shared:
+        likes, comments = entry.counts or (0, 0)
+        rows, complete = entry.first or ([], True)
+        head = rows[: FIRST_COMMENTS + 1]
+        return cls(
+            likes=likes,
+            comments=comments,
+            rows=rows,
+            complete=complete,
+            authors=frozenset(r[1] for r in rows),
+            preview=[_decode_row(post_id, r) for r in head],
+            preview_authors=tuple(dict.fromkeys(r[1] for r in head)),
+            preview_complete=complete and len(rows) <= FIRST_COMMENTS + 1,
+        )
+
+
+SharedRead = asyncio.Future[dict[int, _Shared]]
+
+
+@dataclass(slots=True)
+class ViewerRead:
+    """The viewer's part of a page's engagement (the ZMSCORE of their liked set over
+    the page's posts, its token, and their hidden set), sent in another reader's round
+    trip: an `infra.cache.Rider` for `HomeFeed.read`, then handed to `Engagement.read`."""
+
+    viewer_id: int
+    ids: list[int] = field(default_factory=list)
+    # Once read: the `floor` score then one per id of `ids`; the liked set's token; the
+    # hidden blob.
+    scores: list[float | None] | None = None
+    token: bytes | None = None
+    hidden_blob: bytes | None = None
+
+    def add(self, pipe: Any, post_ids: Sequence[int]) -> int:
+        self.ids = list(post_ids)
+        return _queue_viewer_read(pipe, self.viewer_id, self.ids)
+
+    def take(self, results: list[Any]) -> None:
+        self.scores, self.token, self.hidden_blob = results
+
+    def scores_of(self, ids: list[int]) -> list[float | None] | None:
+        """The liked set's scores for these ids as `_liked` takes them, when this read
+        covers them all (else None: the engagement read asks Redis itself)."""
+        if self.scores is None:
+            return None
+        by_id = dict(zip(self.ids, self.scores[1:], strict=True))
+        if not all(i in by_id for i in ids):
+            return None
+        return [self.scores[0], *(by_id[i] for i in ids)]
+
+
+def _queue_viewer_read(pipe: Any, viewer_id: int, ids: Sequence[int]) -> int:
+    """Queue the viewer's part of a read on `pipe`: the liked set's `floor` and the
+    page's ids in it, its token, the hidden set. Returns how many commands."""
+    pipe.zmscore(liked_key(viewer_id), ["floor", *map(str, ids)])
+    pipe.get(liked_gen_key(viewer_id))
+    pipe.get(hidden_key(viewer_id))
+    return 3
 
 
 class Engagement:
@@ -213,7 +311,13 @@ class Engagement:
         self._drop = redis.register_script(DROP_LUA)
         self._fill = redis.register_script(FILL_LUA)
         self._liked_fill = redis.register_script(LIKED_FILL_LUA)
-        self._liked_change = redis.register_script(LIKED_CHANGE_LUA)
+        # post id -> (expiry, the read that brings its `_Shared`), oldest first.
+        self._memo: OrderedDict[int, tuple[float, SharedRead]] = OrderedDict()
+
+    def clear(self) -> None:
+        """Forget the memo of counts and first comments (tests count round trips from
+        cold, and empty the database between cases)."""
+        self._memo.clear()
 
     # -- reading -------------------------------------------------------------------
 
@@ -223,54 +327,158 @@ class Engagement:
         post_ids: Sequence[int],
         *,
         hidden_users: HiddenProvider | None = None,
+        viewer_read: ViewerRead | None = None,
     ) -> dict[int, PostEngagement]:
         """Every post's engagement as `viewer_id` sees it (every id asked for has one).
+        The viewer's part comes from `viewer_read` when it was read (riding the posts'
+        round trip of a feed page) for these posts, else from a round trip of its own.
 
-        Warm: one Redis round trip; when some post has comments, the viewer's hidden set
-        (`hidden_users`, the request's memo, else read here) and the comment authors not
-        read in the last moment (one round trip each at most). Misses: one connection to
-        PostgreSQL with one statement per kind missing, and one round trip caching them."""
+        Warm: the counts and first comments from the process' memo, and one Redis round
+        trip for the viewer's part (their likes among the posts and their hidden set);
+        then the comment authors not read in the last moment (one round trip at most).
+        Memo misses: one round trip for all of them, shared with concurrent readers
+        (made while the viewer's part is read). Cache misses: PostgreSQL (one statement
+        per kind missing) and one round trip caching them (skipped if Redis refuses).
+        Redis failing: `read_uncached` answers instead."""
         ids = list(dict.fromkeys(post_ids))
         if not ids:
             return {}
-        keys: list[str] = []
-        for post_id in ids:
-            keys += (counts_key(post_id), first_key(post_id), gen_key(post_id))
+        try:
+            return await self._read(viewer_id, ids, hidden_users, viewer_read)
+        except RedisError:
+            log.warning("engagement read from PostgreSQL alone: Redis failed", exc_info=True)
+            return await self.read_uncached(viewer_id, ids)
+
+    async def _read(
+        self,
+        viewer_id: int | None,
+        ids: list[int],
+        hidden_users: HiddenProvider | None,
+        viewer_read: ViewerRead | None,
+    ) -> dict[int, PostEngagement]:
+        reads = self._shared_reads(ids)
         liked = hidden_blob = None
-        if viewer_id is None:
-            blobs = await self.redis.mget(keys)
-        else:
-            # The viewer's hidden set rides along: no round trip of its own.
-            keys.append(hidden_key(viewer_id))
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.mget(keys)
-            pipe.zmscore(liked_key(viewer_id), ["floor", "gen", *map(str, ids)])
-            blobs, scores = await pipe.execute()
-            hidden_blob = blobs.pop()
-            liked = _liked(ids, scores)
-        cached = {ids[i // 3]: _decode(blobs[i : i + 3]) for i in range(0, len(blobs), 3)}
-        needs_posts = any(c.counts is None or c.first is None for c in cached.values())
-        needs_likes = liked is not None and (liked.missing or bool(liked.unknown))
-        if needs_posts or needs_likes:
-            fills: list[ScriptCall] = []
-            async with self.engine.connect() as conn:
-                if needs_posts:
-                    fills += await self._read_posts(conn, cached)
-                if viewer_id is not None and liked is not None and needs_likes:
+        if viewer_id is not None:
+            scores = token = None
+            if viewer_read is not None and viewer_read.viewer_id == viewer_id:
+                scores = viewer_read.scores_of(ids)
+                token, hidden_blob = viewer_read.token, viewer_read.hidden_blob
+            if scores is None:
+                pipe = self.redis.pipeline(transaction=False)
+                _queue_viewer_read(pipe, viewer_id, ids)
+                scores, token, hidden_blob = await pipe.execute()
+            liked = _liked(ids, scores, token)
+            if liked.missing or liked.unknown:
+                async with self.engine.connect() as conn:
                     await _read_likes(conn, viewer_id, liked)
-                    if liked.missing:
-                        fills.append((self._liked_fill, [liked_key(viewer_id)], liked.fill_args()))
-            await self._run(fills)
-        shown, authors = await self._shown_comments(cached, viewer_id, hidden_blob, hidden_users)
+                if liked.missing:
+                    keys = [liked_key(viewer_id), liked_gen_key(viewer_id)]
+                    await self._fill_quietly([(self._liked_fill, keys, liked.fill_args())])
+        shared: dict[int, _Shared] = {}
+        for read in {id(r): r for r in reads.values()}.values():
+            # Shielded: a waiter cancelled (a client gone) must not cancel the others' read.
+            shared.update(read.result() if read.done() else await asyncio.shield(read))
+        shown, authors = await self._shown_comments(shared, viewer_id, hidden_blob, hidden_users)
         known = liked.known if liked is not None else ()
         found: dict[int, PostEngagement] = {}
-        for post_id, entry in cached.items():
-            likes, comments = entry.counts or (0, 0)
+        for post_id in ids:
+            entry = shared[post_id]
             rows, complete = shown.get(post_id, _NONE)
             found[post_id] = PostEngagement(
-                likes, comments, post_id in known, rows, complete, authors
+                entry.likes, entry.comments, post_id in known, rows, complete, authors
             )
         return found
+
+    async def read_uncached(
+        self, viewer_id: int | None, post_ids: Sequence[int]
+    ) -> dict[int, PostEngagement]:
+        """What `read` answers, from PostgreSQL alone (one connection, one statement per
+        kind: hidden set, counts, first comments, likes, comment authors), nothing
+        cached: what a read answers when Redis fails."""
+        ids = list(dict.fromkeys(post_ids))
+        if not ids:
+            return {}
+        async with self.engine.connect() as conn:
+            hidden: frozenset[int] = frozenset()
+            liked: set[int] = set()
+            if viewer_id is not None:
+                hidden = await hidden_ids(conn=conn, user_id=viewer_id)
+                liked = await liked_among(conn=conn, user_id=viewer_id, post_ids=ids)
+            counts = await post_counts(conn=conn, post_ids=ids)
+            firsts = await first_comments(
+                conn=conn, post_ids=ids, limit=FIRST_COMMENTS + 2, hidden=hidden
+            )
+            wanted = list({row.author_id for rows in firsts.values() for row in rows})
+            authors: dict[int, Any] = {}
+            if wanted:
+                found_users = await conn.execute(
+                    select(*USER_COLUMNS).where(users.c.id == any_(IDS)), {"ids": wanted}
+                )
+                authors = {row.id: row for row in found_users}
+        found: dict[int, PostEngagement] = {}
+        for post_id in ids:
+            rows = firsts[post_id]
+            likes, comments = counts[post_id]
+            found[post_id] = PostEngagement(
+                likes,
+                comments,
+                post_id in liked,
+                [row for row in rows if row.author_id in authors][: FIRST_COMMENTS + 1],
+                len(rows) <= FIRST_COMMENTS + 1,
+                authors,
+            )
+        return found
+
+    def _shared_reads(self, ids: list[int]) -> dict[int, SharedRead]:
+        """The read bringing each post's `_Shared`: the memo's while fresh, else one
+        new read for all the others (started now, awaited by the caller)."""
+        now = asyncio.get_running_loop().time()
+        memo = self._memo
+        reads: dict[int, SharedRead] = {}
+        missing: list[int] = []
+        for post_id in ids:
+            entry = memo.get(post_id)
+            if entry is not None and entry[0] >= now:
+                reads[post_id] = entry[1]
+            else:
+                missing.append(post_id)
+        if missing:
+            read = asyncio.ensure_future(self._read_shared(missing))
+            expiry = now + MEMO_TTL_SECONDS
+            for post_id in missing:
+                memo[post_id] = (expiry, read)
+                memo.move_to_end(post_id)
+                reads[post_id] = read
+            while len(memo) > MEMO_MAX:
+                memo.popitem(last=False)
+            read.add_done_callback(functools.partial(self._forget_failed, missing))
+        return reads
+
+    def _forget_failed(self, post_ids: list[int], read: SharedRead) -> None:
+        if read.cancelled() or read.exception() is not None:
+            for post_id in post_ids:
+                entry = self._memo.get(post_id)
+                if entry is not None and entry[1] is read:
+                    del self._memo[post_id]
+
+    async def _read_shared(self, ids: list[int]) -> dict[int, _Shared]:
+        """The posts' counts and first comments from Redis (one MGET), misses from
+        PostgreSQL (one connection), cached for the next reader (one round trip)."""
+        keys: list[str] = []
+        for post_id in ids:
+            keys += (
+                counts_key(post_id),
+                first_key(post_id),
+                gen_key(post_id),
+                comments_gen_key(post_id),
+            )
+        blobs = await self.redis.mget(keys)
+        cached = {ids[i // 4]: _decode(blobs[i : i + 4]) for i in range(0, len(blobs), 4)}
+        if any(c.counts is None or c.first is None for c in cached.values()):
+            async with self.engine.connect() as conn:
+                fills = await self._read_posts(conn, cached)
+            await self._fill_quietly(fills)
+        return {post_id: _Shared.of(post_id, entry) for post_id, entry in cached.items()}
 
     async def _read_posts(
         self, conn: AsyncConnection, cached: dict[int, _Post]
@@ -288,11 +496,11 @@ class Engagement:
         )
         calls: list[ScriptCall] = []
         for post_id, entry in cached.items():
-            guard = [gen_key(post_id)]
             if post_id in counts:
                 entry.counts = likes, comments = counts[post_id]
+                keys = [gen_key(post_id), counts_key(post_id)]
                 args = [entry.token, ENGAGEMENT_TTL_SECONDS, f"{likes} {comments}"]
-                calls.append((self._fill, [*guard, counts_key(post_id)], args))
+                calls.append((self._fill, keys, args))
             if post_id in firsts:
                 rows = firsts[post_id]
                 entry.first = raw, complete = (
@@ -300,13 +508,22 @@ class Engagement:
                     len(rows) <= CACHED_COMMENTS,
                 )
                 blob = orjson.dumps([complete, raw])
-                args = [entry.token, ENGAGEMENT_TTL_SECONDS, blob]
-                calls.append((self._fill, [*guard, first_key(post_id)], args))
+                keys = [comments_gen_key(post_id), first_key(post_id)]
+                args = [entry.comments_token, ENGAGEMENT_TTL_SECONDS, blob]
+                calls.append((self._fill, keys, args))
         return calls
+
+    async def _fill_quietly(self, calls: list[ScriptCall]) -> None:
+        """Cache what was read: optional, so Redis refusing (out of memory, a read-only
+        replica, unreachable) only logs, and the read answers what it read."""
+        try:
+            await self._run(calls)
+        except RedisError:
+            log.warning("the engagement cache refused a fill", exc_info=True)
 
     async def _shown_comments(
         self,
-        cached: dict[int, _Post],
+        shared: dict[int, _Shared],
         viewer_id: int | None,
         hidden_blob: bytes | None,
         hidden_users: HiddenProvider | None,
@@ -314,8 +531,8 @@ class Engagement:
         """Per post with comments, its first comments the viewer may see (comments by
         accounts hidden from them and by accounts gone left out), up to
         FIRST_COMMENTS + 1, and whether they are all; and their authors' rows."""
-        raw = {p: entry.first for p, entry in cached.items() if entry.first and entry.first[0]}
-        if not raw:
+        with_rows = {p: entry for p, entry in shared.items() if entry.rows}
+        if not with_rows:
             return {}, {}
         hidden: frozenset[int] = frozenset()
         if viewer_id is not None:
@@ -325,11 +542,25 @@ class Engagement:
             else:  # not cached, or a block being written: the request's memo, or Redis
                 # and PostgreSQL through `HiddenUsers`
                 hidden = await (hidden_users() if hidden_users else self.hidden.of(viewer_id))
-        visible = {p: [r for r in rows if r[1] not in hidden] for p, (rows, _) in raw.items()}
-        wanted = {r[1] for rows in visible.values() for r in rows[: FIRST_COMMENTS + 1]}
+        # A post none of whose cached comments is by a hidden account (always so for a
+        # viewer hiding nobody) keeps its rows, and its preview answers when every
+        # author of it is found.
+        visible: dict[int, list[list[Any]]] = {}
+        wanted: set[int] = set()
+        for post_id, entry in with_rows.items():
+            if hidden.isdisjoint(entry.authors):
+                visible[post_id] = entry.rows
+                wanted.update(entry.preview_authors)
+            else:
+                rows = visible[post_id] = [r for r in entry.rows if r[1] not in hidden]
+                wanted.update(r[1] for r in rows[: FIRST_COMMENTS + 1])
         authors = await self.recent.users(list(wanted)) if wanted else {}
         shown: dict[int, tuple[list[CommentRecord], bool]] = {}
         for post_id, rows in visible.items():
+            entry = with_rows[post_id]
+            if rows is entry.rows and all(a in authors for a in entry.preview_authors):
+                shown[post_id] = (entry.preview, entry.preview_complete)
+                continue
             # The longest run of rows a page can show (up to FIRST_COMMENTS + 1; rows by
             # accounts gone are skipped, a row whose author was not read ends it), and
             # whether it reached the post's last comment. Only those rows are decoded.
@@ -341,38 +572,59 @@ class Engagement:
                     break
                 if row[1] in authors:
                     first.append(_decode_row(post_id, row))
-            shown[post_id] = (first, raw[post_id][1] and not cut)
+            shown[post_id] = (first, entry.complete and not cut)
         return shown, authors
 
     # -- hooks (after a commit) ---------------------------------------------------------
 
     async def like_changed(self, post_id: int, user_id: int, *, liked: bool) -> None:
-        """A like of user_id on post_id was added (liked) or removed, and committed: the
-        post's cached counts go, the user's liked set follows. Best effort (see the
+        """A like of user_id on post_id was added (liked) or removed, and committed, or
+        a like or unlike changed nothing (a repeated tap: whatever a missed hook left
+        cached goes all the same): the post's cached counts and the user's liked set go.
+        Either way alike (so hooks run in any order leave the same). Best effort (see the
         module doc for the window when Redis is unreachable)."""
-        liked_args = [post_id, int(liked), LIKED_CAP, LIKED_TTL_SECONDS, _score_token()]
-        await self._run_hooks(
-            [
-                (
-                    self._drop,
-                    [gen_key(post_id), counts_key(post_id)],
-                    [_token(), ENGAGEMENT_TTL_SECONDS],
-                ),
-                (self._liked_change, [liked_key(user_id)], liked_args),
-            ]
-        )
+        await self.changed(likes=[(post_id, user_id)])
 
     async def comments_changed(self, post_id: int) -> None:
         """A comment of post_id was added or deleted, and committed: its cached counts
         and first comments go. Best effort."""
-        keys = [gen_key(post_id), counts_key(post_id), first_key(post_id)]
-        await self._run_hooks([(self._drop, keys, [_token(), ENGAGEMENT_TTL_SECONDS])])
+        await self.changed(comments=[post_id])
 
-    async def _run_hooks(self, calls: list[ScriptCall]) -> None:
+    async def changed(
+        self, *, likes: Sequence[tuple[int, int]] = (), comments: Sequence[int] = ()
+    ) -> None:
+        """After commits that changed likes (post id, user id) and the comments of these
+        posts, e.g. a block's clean-up: one script per post and per user, in one
+        pipelined round trip whatever their number. Best effort."""
+        commented = set(comments)
+        posts = list(dict.fromkeys([*(post_id for post_id, _ in likes), *comments]))
+        token = _token()
+        calls: list[ScriptCall] = []
+        for post_id in posts:
+            if post_id in commented:
+                keys = [gen_key(post_id), comments_gen_key(post_id)]
+                keys += (counts_key(post_id), first_key(post_id))
+                calls.append((self._drop, keys, [token, ENGAGEMENT_TTL_SECONDS, 2]))
+            else:
+                keys = [gen_key(post_id), counts_key(post_id)]
+                calls.append((self._drop, keys, [token, ENGAGEMENT_TTL_SECONDS, 1]))
+        for user_id in dict.fromkeys(user_id for _, user_id in likes):
+            keys = [liked_gen_key(user_id), liked_key(user_id)]
+            calls.append((self._drop, keys, [token, LIKED_TTL_SECONDS, 1]))
+        await self._run_hooks(posts, calls)
+
+    async def _run_hooks(self, post_ids: list[int], calls: list[ScriptCall]) -> None:
+        # The memo entries go before the scripts and again after them: one made meanwhile
+        # may hold what Redis had before the scripts, one made after them cannot.
+        for post_id in post_ids:
+            self._memo.pop(post_id, None)
         try:
             await self._run(calls)
         except RedisError:
             log.warning("the engagement cache missed a change", exc_info=True)
+        finally:
+            for post_id in post_ids:
+                self._memo.pop(post_id, None)
 
     async def _run(self, calls: list[ScriptCall]) -> None:
         """Script calls in one pipelined round trip (EVALSHA; when Redis does not know a
@@ -405,12 +657,13 @@ class _Liked:
     known: set[int]  # liked
     unknown: list[int]  # not answered by the set (below its floor, or no set)
     missing: bool  # no set cached: `recent` and `floor` fill it
-    token: str  # its `gen` as read ('' for none)
+    token: str  # its token as read ('' for none)
     recent: list[int] = field(default_factory=list)
     floor: int = 0
 
     def fill_args(self) -> list[Any]:
-        return [self.token, LIKED_TTL_SECONDS, self.floor, *self.recent]
+        # The floor's score as an exact integer string (below 2^53, see the module doc).
+        return [self.token, LIKED_TTL_SECONDS, str(-1 - self.floor), *self.recent]
 
 
 async def _read_likes(conn: AsyncConnection, viewer_id: int, liked: _Liked) -> None:
@@ -427,9 +680,9 @@ async def _read_likes(conn: AsyncConnection, viewer_id: int, liked: _Liked) -> N
         liked.known |= await liked_among(conn=conn, user_id=viewer_id, post_ids=liked.unknown)
 
 
-def _liked(ids: list[int], scores: list[float | None]) -> _Liked:
-    floor_score, gen_score, *post_scores = scores
-    token = "" if gen_score is None else f"{gen_score:.0f}"
+def _liked(ids: list[int], scores: list[float | None], gen: bytes | None) -> _Liked:
+    floor_score, *post_scores = scores
+    token = gen.decode() if gen else ""
     if floor_score is None:
         return _Liked(known=set(), unknown=list(ids), missing=True, token=token)
     floor = -int(floor_score) - 1
@@ -448,7 +701,7 @@ def _cached_hidden(blob: bytes | None) -> frozenset[int] | None:
 
 
 def _decode(blobs: list[bytes | None]) -> _Post:
-    counts, first, token = blobs
+    counts, first, token, comments_token = blobs
     parsed = None
     if counts is not None:
         likes, comments = counts.split()
@@ -457,7 +710,12 @@ def _decode(blobs: list[bytes | None]) -> _Post:
     if first is not None:
         complete, rows = orjson.loads(first)
         decoded = (rows, complete)
-    return _Post(counts=parsed, first=decoded, token=token.decode() if token else "")
+    return _Post(
+        counts=parsed,
+        first=decoded,
+        token=token.decode() if token else "",
+        comments_token=comments_token.decode() if comments_token else "",
+    )
 
 
 def _encode_row(row: CommentRecord) -> list[Any]:
@@ -469,17 +727,53 @@ def _decode_row(post_id: int, raw: list[Any]) -> CommentRecord:
     # Comments never change: each is decoded once per process (bounded memo).
     record = _RECORDS.get(raw[0])
     if record is None:
-        if len(_RECORDS) >= _RECORDS_MAX:
-            _RECORDS.clear()
-        record = _RECORDS[raw[0]] = CommentRecord(
+        record = CommentRecord(
             id=raw[0],
             post_id=post_id,
             author_id=raw[1],
             text=raw[2],
             created_at=datetime.fromisoformat(raw[3]),
         )
+        _RECORDS.put(raw[0], record, len(record.text))
     return record
 
 
-_RECORDS: dict[int, CommentRecord] = {}
-_RECORDS_MAX = 20_000
+class BoundedMemo(Generic[K, V]):
+    """A process-wide memo of values that never change, emptied when full: at most
+    `max_entries` entries and `max_text` characters of text (each entry's size is given
+    by its writer), so that long texts cannot make it grow past a known bound."""
+
+    def __init__(self, max_entries: int, max_text: int) -> None:
+        self.max_entries = max_entries
+        self.max_text = max_text
+        self._items: dict[K, tuple[V, int]] = {}
+        self._text = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def text_size(self) -> int:
+        """Characters of text held now."""
+        return self._text
+
+    def get(self, key: K) -> V | None:
+        item = self._items.get(key)
+        return item[0] if item is not None else None
+
+    def put(self, key: K, value: V, size: int) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._text -= old[1]
+        if len(self._items) >= self.max_entries or self._text + size > self.max_text:
+            self._items.clear()
+            self._text = 0
+        self._items[key] = (value, size)
+        self._text += size
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._text = 0
+
+
+_RECORDS: BoundedMemo[int, CommentRecord] = BoundedMemo(20_000, MEMO_MAX_TEXT)

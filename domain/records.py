@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.posts import media_rows, posts_by_ids
 from domain.users import USER_COLUMNS, users
-from infra.cache import RecordCache
+from infra.cache import RecordCache, Rider
 from models import IDS, PostStatus
 
 
@@ -31,12 +31,16 @@ class PostRecord:
 
 
 async def fetch_posts(
-    engine: AsyncEngine, cache: RecordCache, post_ids: Sequence[int]
+    engine: AsyncEngine,
+    cache: RecordCache,
+    post_ids: Sequence[int],
+    *,
+    rider: Rider | None = None,
 ) -> dict[int, PostRecord]:
-    """Posts by id with their media: Redis first (one round trip), then PostgreSQL for
-    the misses (one statement for posts, one for their media), caching READY ones.
-    Deleted and unknown ids are absent from the result."""
-    cached, deleted = await cache.get_posts(post_ids)
+    """Posts by id with their media: Redis first (one round trip, which `rider`'s
+    commands share), then PostgreSQL for the misses (one statement for posts, one for
+    their media), caching READY ones. Deleted and unknown ids are absent from the result."""
+    cached, deleted = await cache.get_posts(post_ids, rider=rider)
     found = {i: PostRecord(post, media) for i, (post, media) in cached.items()}
     missing = [k for k in post_ids if k not in found and k not in deleted]
     if missing:
@@ -125,14 +129,25 @@ class RecentRecords:
     async def _many(self, kind: str, keys: Sequence[int], fetch: Any) -> dict[int, Any]:
         loop = asyncio.get_running_loop()
         now = loop.time()
+        memo = self._reads
+        # What finished reads already hold is taken at once (the common case: no await).
+        found: dict[int, Any] = {}
         reads: dict[int, asyncio.Future[Any]] = {}
         missing: list[int] = []
         for key in keys:
-            entry = self._reads.get((kind, key))
+            entry = memo.get((kind, key))
             if entry is not None and entry[0] >= now:
-                reads[key] = entry[1]
+                read = entry[1]
+                if read.done():
+                    value = read.result().get(key)
+                    if value is not None:
+                        found[key] = value
+                else:
+                    reads[key] = read
             else:
                 missing.append(key)
+        if not reads and not missing:
+            return found
         if missing:
             batch = asyncio.ensure_future(fetch(self.engine, self.cache, missing))
             for key in missing:
@@ -142,7 +157,6 @@ class RecentRecords:
             while len(self._reads) > self.maxsize:
                 self._reads.popitem(last=False)
             batch.add_done_callback(lambda f, k=kind, m=missing: self._forget_failed(k, m, f))
-        found: dict[int, Any] = {}
         for read in set(reads.values()):
             # Shielded: a waiter cancelled (a client gone) must not cancel the others' read.
             found.update(await asyncio.shield(read))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from redis.asyncio import Redis
@@ -55,6 +55,20 @@ def post_key(post_id: int) -> str:
     return f"post:{post_id}"
 
 
+class Rider(Protocol):
+    """Commands of another reader sent in the pipeline of a batch read of posts, so that
+    both cost one round trip (`domain.engagement.ViewerRead`: the viewer's likes among
+    the posts and their hidden set, for a feed page that shows them)."""
+
+    def add(self, pipe: Any, post_ids: Sequence[int]) -> int:
+        """Queue commands about these posts on `pipe`; returns how many."""
+        ...
+
+    def take(self, results: list[Any]) -> None:
+        """The replies to those commands, in order."""
+        ...
+
+
 class RecordCache:
     """`cluster=True` reads a batch as one MGET per hash slot, sent in one pipeline (Redis
     Cluster refuses a multi-key command across slots; its client sends a pipeline as one
@@ -65,17 +79,23 @@ class RecordCache:
         self.ttl = ttl_seconds
         self.cluster = cluster
 
-    async def _mget(self, keys: list[str]) -> list[bytes | None]:
+    async def _mget(
+        self, keys: list[str], rider: Rider | None = None, ids: Sequence[int] = ()
+    ) -> list[bytes | None]:
         if not keys:
             return []
-        if not self.cluster:
+        if not self.cluster and rider is None:
             return list(await self.redis.mget(keys))
-        groups = slot_groups(keys)
+        groups = slot_groups(keys) if self.cluster else [list(range(len(keys)))]
         pipe = self.redis.pipeline(transaction=False)
         for positions in groups:
             pipe.mget([keys[i] for i in positions])
+        ridden = rider.add(pipe, ids) if rider is not None else 0
+        results = await pipe.execute()
+        if rider is not None:
+            rider.take(results[len(results) - ridden :])
         values: list[bytes | None] = [None] * len(keys)
-        for positions, blobs in zip(groups, await pipe.execute(), strict=True):
+        for positions, blobs in zip(groups, results[: len(groups)], strict=True):
             for i, blob in zip(positions, blobs, strict=True):
                 values[i] = blob
         return values
@@ -104,10 +124,11 @@ class RecordCache:
         await pipe.execute()
 
     async def get_posts(
-        self, post_ids: Sequence[int]
+        self, post_ids: Sequence[int], *, rider: Rider | None = None
     ) -> tuple[dict[int, tuple[Record, list[Record]]], set[int]]:
-        """Cached posts with their media, and the ids known to be deleted."""
-        blobs = await self._mget([post_key(i) for i in post_ids])
+        """Cached posts with their media, and the ids known to be deleted; with a
+        `rider`, its commands about the same ids go in the same round trip."""
+        blobs = await self._mget([post_key(i) for i in post_ids], rider, post_ids)
         found: dict[int, tuple[Record, list[Record]]] = {}
         deleted: set[int] = set()
         for post_id, blob in zip(post_ids, blobs, strict=True):

@@ -13,6 +13,8 @@ and then removes it with its clean-up, or commits first and the like sees it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -23,22 +25,35 @@ from domain.comments import CommentRecord
 from domain.errors import DomainError, ErrorCode
 from infra.ids import to_global_id
 from resolvers.common import payload_pk, register_node
-from resolvers.posts import load_post
+from resolvers.posts import load_post, visible
 from schema.context import Info
 from schema.errors import UserError
-from schema.posts import DeletePayload, Post, PostPayload
+from schema.posts import DeletePayload, PostPayload
 from schema.social import Comment, CommentPayload, build_comments
+from schema.users import can_see_private_content_of
 
 
 def _post_not_found(field: str) -> DomainError:
     return DomainError(ErrorCode.NOT_FOUND, "Post not found.", field)
 
 
-async def _visible_post(info: Info, post_id: int, field: str) -> Post:
-    post = await load_post(info, post_id)
-    if post is None:
+async def _visible_post_row(info: Info, post_id: int) -> Any | None:
+    """The post's row when the viewer may see it, as `load_post` decides (READY or their
+    own, private accounts, blocks), else None; without building the post (no engagement
+    read before the transaction)."""
+    record = await info.context.loaders.post_by_id.load(post_id)
+    if record is None or not visible(record.post, info.context.viewer_id):
+        return None
+    if not await can_see_private_content_of(info, record.post.author_id):
+        return None
+    return record.post
+
+
+async def _visible_post(info: Info, post_id: int, field: str) -> Any:
+    row = await _visible_post_row(info, post_id)
+    if row is None:
         raise _post_not_found(field)
-    return post
+    return row
 
 
 async def _refuse_if_blocked(
@@ -66,14 +81,13 @@ async def _like(info: Info, post_id: strawberry.ID, *, liked: bool) -> PostPaylo
     shards = info.context.settings.counter_shards
     try:
         pk = payload_pk(post_id, "Post", "postId")
-        post = await _visible_post(info, pk, "postId")
-        author_id = post.row.author_id
+        author_id = (await _visible_post(info, pk, "postId")).author_id
         async with info.context.engine.begin() as conn:
             await _refuse_if_blocked(
                 conn, viewer_id, author_id, _post_not_found("postId"), hold=liked
             )
             if liked:
-                changed = await like_domain.like(
+                await like_domain.like(
                     conn=conn,
                     post_id=pk,
                     post_author_id=author_id,
@@ -81,13 +95,12 @@ async def _like(info: Info, post_id: strawberry.ID, *, liked: bool) -> PostPaylo
                     shards=shards,
                 )
             else:
-                changed = await like_domain.unlike(
-                    conn=conn, post_id=pk, user_id=viewer_id, shards=shards
-                )
+                await like_domain.unlike(conn=conn, post_id=pk, user_id=viewer_id, shards=shards)
     except DomainError as exc:
         return PostPayload(errors=[UserError.from_error(exc)])
-    if changed:
-        await info.context.resources.engagement.like_changed(pk, viewer_id, liked=liked)
+    # Also when nothing changed (a repeated tap): the hook then repairs what a hook
+    # that never ran (a process gone after its commit) left cached.
+    await info.context.resources.engagement.like_changed(pk, viewer_id, liked=liked)
     return PostPayload(post=await load_post(info, pk))
 
 
@@ -104,8 +117,7 @@ async def add_comment(info: Info, post_id: strawberry.ID, text: str) -> CommentP
     try:
         pk = payload_pk(post_id, "Post", "postId")
         clean = comment_domain.check_comment_text(text)
-        post = await _visible_post(info, pk, "postId")
-        author_id = post.row.author_id
+        author_id = (await _visible_post(info, pk, "postId")).author_id
         async with info.context.engine.begin() as conn:
             await _refuse_if_blocked(
                 conn, viewer_id, author_id, _post_not_found("postId"), hold=True
@@ -125,14 +137,14 @@ async def add_comment(info: Info, post_id: strawberry.ID, text: str) -> CommentP
     return CommentPayload(comment=comment)
 
 
-async def _visible_comment(info: Info, comment_id: int) -> tuple[CommentRecord, Post] | None:
-    """The comment and its post, when the viewer can see both and the comment's author
-    is not hidden from them; None otherwise (the same answer as a missing comment)."""
+async def _visible_comment(info: Info, comment_id: int) -> tuple[CommentRecord, Any] | None:
+    """The comment and its post's row, when the viewer can see both and the comment's
+    author is not hidden from them; None otherwise (the same answer as a missing one)."""
     async with info.context.engine.connect() as conn:
         row = await comment_domain.comment_by_id(conn=conn, comment_id=comment_id)
     if row is None or await info.context.loaders.is_hidden(row.author_id):
         return None
-    post = await load_post(info, row.post_id)
+    post = await _visible_post_row(info, row.post_id)
     return (row, post) if post is not None else None
 
 
@@ -146,12 +158,12 @@ async def delete_comment(info: Info, id: strawberry.ID) -> DeletePayload:
             raise not_found
         row, post = found
         async with info.context.engine.begin() as conn:
-            for other_id in {post.row.author_id, row.author_id}:
+            for other_id in {post.author_id, row.author_id}:
                 await _refuse_if_blocked(conn, viewer_id, other_id, not_found)
             deleted = await comment_domain.delete_comment(
                 conn=conn,
                 comment=row,
-                post_author_id=post.row.author_id,
+                post_author_id=post.author_id,
                 viewer_id=viewer_id,
                 shards=info.context.settings.counter_shards,
             )

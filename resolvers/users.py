@@ -298,12 +298,11 @@ async def block(info: Info, user_id: strawberry.ID) -> UserPayload:
         return changes
 
     payload = await _change_graph(info, user_id, change)
-    engagement = info.context.resources.engagement
-    for target_id, liked, commented in removed:  # committed: bring the caches in line
-        for post_id in liked:
-            await engagement.like_changed(post_id, target_id, liked=False)
-        for post_id in commented:
-            await engagement.comments_changed(post_id)
+    # Committed: bring the caches in line, every post in one round trip.
+    await info.context.resources.engagement.changed(
+        likes=[(post_id, target_id) for target_id, liked, _ in removed for post_id in liked],
+        comments=[post_id for _, _, commented in removed for post_id in commented],
+    )
     return payload
 
 

@@ -21,7 +21,7 @@ from graphql import (
     SelectionSetNode,
 )
 
-from domain.engagement import PostEngagement
+from domain.engagement import MEMO_MAX_TEXT, BoundedMemo, PostEngagement, ViewerRead
 from domain.posts import author_posts_page
 from infra.ids import encode_cursor, to_global_id
 from infra.storage import UploadTarget as StorageTarget
@@ -218,9 +218,9 @@ def carried_comments(carried: PostEngagement, first: int) -> CommentConnection:
 
 # Comment id -> (its author's row, its edge): comments never change, and the same author
 # row object (`RecentRecords` hands one out for a while) means the same author, so a
-# page reuses the edges earlier pages built. Bounded: emptied when full.
-_EDGES: dict[int, tuple[Any, CommentEdge]] = {}
-_EDGES_MAX = 20_000
+# page reuses the edges earlier pages built. Bounded by entries and by comment text
+# (emptied when full).
+_EDGES: BoundedMemo[int, tuple[Any, CommentEdge]] = BoundedMemo(20_000, MEMO_MAX_TEXT)
 
 
 def _comment_edge(social: ModuleType, row: Any, author: Any) -> CommentEdge:
@@ -230,9 +230,7 @@ def _comment_edge(social: ModuleType, row: Any, author: Any) -> CommentEdge:
     edge: CommentEdge = social.CommentEdge(
         cursor=encode_cursor(row.id), node=social.Comment.from_row(row, author)
     )
-    if len(_EDGES) >= _EDGES_MAX:
-        _EDGES.clear()
-    _EDGES[row.id] = (author, edge)
+    _EDGES.put(row.id, (author, edge), len(row.text))
     return edge
 
 
@@ -294,9 +292,12 @@ def _selects(
     return False
 
 
-async def read_engagement(info: Info, post_ids: Sequence[int]) -> dict[int, PostEngagement] | None:
+async def read_engagement(
+    info: Info, post_ids: Sequence[int], *, viewer_read: ViewerRead | None = None
+) -> dict[int, PostEngagement] | None:
     """The engagement of these posts as the viewer sees it, when the request's document
-    selects any (else None, at no cost): one `Engagement.read` for the whole batch."""
+    selects any (else None, at no cost): one `Engagement.read` for the whole batch, with
+    the viewer's part from `viewer_read` when it rode an earlier round trip."""
     if not post_ids or not wants_engagement(info):
         return None
     context = info.context
@@ -305,6 +306,7 @@ async def read_engagement(info: Info, post_ids: Sequence[int]) -> dict[int, Post
         context.viewer_id,
         post_ids,
         hidden_users=lambda: context.loaders.hidden_users(),
+        viewer_read=viewer_read,
     )
 
 

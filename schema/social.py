@@ -9,13 +9,17 @@ one for Post.comments); the root fields name PostPayload and DeletePayload lazil
 
 from __future__ import annotations
 
+import weakref
+from collections import defaultdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
+from aiodataloader import DataLoader
+from sqlalchemy.ext.asyncio import AsyncEngine
 from strawberry.permission import BasePermission
 
-from domain.comments import CommentRecord, comments_page
+from domain.comments import CommentRecord, first_comments
 from infra.ids import encode_cursor, to_global_id
 from schema.common import Node, PageInfo, check_page_size, page_info, parse_cursor
 from schema.context import Info, IsAuthenticated
@@ -81,24 +85,68 @@ def _edge_cursor(edge: CommentEdge) -> str:
     return edge.cursor
 
 
+# A page of a post's comments: (post id, page size, the comment id it comes after).
+PageKey = tuple[int, int, int | None]
+
+
+class CommentPagesLoader(DataLoader[PageKey, list[CommentRecord]]):
+    """Pages of comments of many posts (a feed's `comments(first: 5)` past what posts
+    carry): one statement per distinct (size, after) in a batch, whatever the number of
+    posts (`domain.comments.first_comments`, with the viewer's hidden authors left out).
+    Request-scoped: one per `Loaders` (see `_page_loader`)."""
+
+    def __init__(self, engine: AsyncEngine, loaders: Any) -> None:
+        super().__init__()
+        self.engine = engine
+        # Weak: the loader is kept by its `Loaders` (a weak key), and must not keep it.
+        self.loaders = weakref.ref(loaders)
+
+    async def batch_load_fn(self, keys: list[PageKey]) -> list[list[CommentRecord]]:
+        loaders = self.loaders()
+        if loaders is None:  # pragma: no cover - a request's loaders outlive its fields
+            raise RuntimeError("the request's loaders are gone")
+        hidden = await loaders.hidden_users()
+        groups: dict[tuple[int, int | None], list[int]] = defaultdict(list)
+        for post_id, size, after in keys:
+            groups[(size, after)].append(post_id)
+        found: dict[PageKey, list[CommentRecord]] = {}
+        async with self.engine.connect() as conn:
+            for (size, after), post_ids in groups.items():
+                pages = await first_comments(
+                    conn=conn,
+                    post_ids=list(dict.fromkeys(post_ids)),
+                    limit=size + 1,
+                    hidden=hidden,
+                    after=after,
+                )
+                found.update({(p, size, after): rows for p, rows in pages.items()})
+        return [found[key] for key in keys]
+
+
+_PAGE_LOADERS: weakref.WeakKeyDictionary[Any, CommentPagesLoader] = weakref.WeakKeyDictionary()
+
+
+def _page_loader(info: Info) -> CommentPagesLoader:
+    """The request's `CommentPagesLoader`, kept with its `Loaders` (renewed per request
+    and per WebSocket operation), so it goes with them."""
+    loaders = info.context.loaders
+    loader = _PAGE_LOADERS.get(loaders)
+    if loader is None:
+        loader = _PAGE_LOADERS[loaders] = CommentPagesLoader(info.context.engine, loaders)
+    return loader
+
+
 async def comment_connection(
     info: Info, post_id: int, first: int | None, after: str | None
 ) -> CommentConnection:
     """Post.comments: oldest first, keyset on (post_id, id), cursors are comment ids (so
     comments added meanwhile never shift a page), without comments by accounts hidden
     from the viewer. The caller has checked that the viewer can see the post.
-    Cost: one statement, plus the user loader's batch for the authors."""
+    Cost: the posts of a request asking for the same page share one statement
+    (`CommentPagesLoader`), plus the user loader's batch for the authors."""
     size = check_page_size(first)
     cursor = parse_cursor(after, 1)
-    hidden = await info.context.loaders.hidden_users()
-    async with info.context.engine.connect() as conn:
-        rows = await comments_page(
-            conn=conn,
-            post_id=post_id,
-            first=size,
-            after=cursor[0] if cursor else None,
-            hidden=hidden,
-        )
+    rows = await _page_loader(info).load((post_id, size, cursor[0] if cursor else None))
     comments = await build_comments(info, rows[:size])
     edges = [CommentEdge(cursor=encode_cursor(c.row.id), node=c) for c in comments]
     return CommentConnection(

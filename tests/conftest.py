@@ -269,6 +269,7 @@ async def clean_state(srv: Server) -> None:
     await srv.redis.flushall()
     # Ids restart: a moment-old record remembered by the process would be another's.
     srv.resources.recent.clear()
+    srv.resources.engagement.clear()
     srv.resources.home_feed.clear_memos()
 
 

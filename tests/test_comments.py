@@ -7,6 +7,7 @@ import json
 
 from sqlalchemy import text
 
+from domain.engagement import counts_key, first_key, liked_key
 from infra.ids import to_global_id
 from tests.conftest import count_statements
 from tests.social_factories import deliver_notifications
@@ -337,3 +338,28 @@ async def test_a_mentioned_post_author_gets_the_comment_and_the_mention(gql, fac
     assert await notified(gql, carol) == [("MENTION", "bob", said)]
     assert await notified(gql, dave) == []
     assert await notified(gql, bob) == []
+
+
+async def test_a_read_stands_when_redis_refuses_to_cache_what_it_read(gql, factory, server):
+    alice, bob = await named(factory, "alice", "bob")
+    post_id = await factory.ready_post(alice)
+    await comment(gql, bob, post_id, "first!")
+    read = "query ($id: ID!) { post(id: $id) { commentCount comments(first: 2) { edges { node { text } } } } }"
+    expected = {"post": {"commentCount": 1, "comments": {"edges": [{"node": {"text": "first!"}}]}}}
+    assert await gql(read, token=bob.token, id=gid(post_id)) == expected
+    # Given the post's engagement no longer cached (expired), and Redis out of memory:
+    # it refuses every write, the caching of what a read found included.
+    redis = server.redis
+    await redis.delete(counts_key(post_id), first_key(post_id), liked_key(bob.pk))
+    server.resources.engagement.clear()
+    policy = (await redis.config_get("maxmemory-policy"))["maxmemory-policy"]
+    await redis.config_set("maxmemory-policy", "noeviction")
+    await redis.config_set("maxmemory", "1")
+    try:
+        body = await gql.raw(read, token=bob.token, id=gid(post_id))
+    finally:
+        await redis.config_set("maxmemory", "0")
+        await redis.config_set("maxmemory-policy", policy)
+    # Then the read answers what it read, and nothing was cached.
+    assert body == {"data": expected}
+    assert await redis.get(counts_key(post_id)) is None

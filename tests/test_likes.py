@@ -7,6 +7,7 @@ import asyncio
 
 from sqlalchemy import text
 
+from domain import likes as like_domain
 from infra.ids import to_global_id
 
 LIKE = """
@@ -168,3 +169,66 @@ async def test_liking_needs_a_logged_in_viewer(gql, factory):
     for document in (LIKE, UNLIKE):
         body = await gql.raw(document, id=gid(post_id))
         assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+# -- the cached engagement after likes, whatever order hooks run in, and Redis failing ---
+
+
+async def likes_seen(gql, post_id: int, user) -> dict:
+    """The post's likeCount and viewerHasLiked as `user` reads them."""
+    post: dict = (await gql(LIKE_COUNT, token=user.token, id=gid(post_id)))["post"]
+    return post
+
+
+async def test_like_hooks_run_out_of_order_leave_what_the_rows_say(gql, factory, server):
+    alice, bob = await factory.user("alice"), await factory.user("bob")
+    post_id = await factory.ready_post(alice)
+    assert await likes_seen(gql, post_id, bob) == {"likeCount": 0, "viewerHasLiked": False}
+    engagement = server.resources.engagement
+    # Bob likes then unlikes through two API processes, and the like's hook (run again
+    # here, as the process that served the like would) comes after the unlike's.
+    await gql(LIKE, token=bob.token, id=gid(post_id))
+    await gql(UNLIKE, token=bob.token, id=gid(post_id))
+    await engagement.like_changed(post_id, bob.pk, liked=True)
+    assert await likes_seen(gql, post_id, bob) == {"likeCount": 0, "viewerHasLiked": False}
+    # And the other way round: an unlike's hook arriving after a later like's.
+    await gql(LIKE, token=bob.token, id=gid(post_id))
+    await engagement.like_changed(post_id, bob.pk, liked=False)
+    assert await likes_seen(gql, post_id, bob) == {"likeCount": 1, "viewerHasLiked": True}
+
+
+async def test_a_repeated_tap_repairs_what_a_lost_hook_left_cached(gql, factory, server):
+    alice, bob = await factory.user("alice"), await factory.user("bob")
+    post_id = await factory.ready_post(alice)
+    assert await likes_seen(gql, post_id, bob) == {"likeCount": 0, "viewerHasLiked": False}
+    # A like committed by a process that died before its hook ran: the caches still
+    # hold what they read before it.
+    async with server.engine.begin() as conn:
+        await like_domain.like(conn=conn, post_id=post_id, post_author_id=alice.pk, user_id=bob.pk)
+    assert await likes_seen(gql, post_id, bob) == {"likeCount": 0, "viewerHasLiked": False}
+    # Bob, seeing the heart empty, taps it again: nothing changes in PostgreSQL, and the
+    # caches are repaired.
+    payload = (await gql(LIKE, token=bob.token, id=gid(post_id)))["likePost"]
+    assert payload["errors"] == []
+    assert (payload["post"]["likeCount"], payload["post"]["viewerHasLiked"]) == (1, True)
+    assert await likes_seen(gql, post_id, bob) == {"likeCount": 1, "viewerHasLiked": True}
+
+
+async def test_a_like_stands_when_redis_refuses_the_engagement_read(gql, factory, server):
+    alice, bob = await factory.user("alice"), await factory.user("bob")
+    post_id = await factory.ready_post(alice)
+    assert await likes_seen(gql, post_id, bob) == {"likeCount": 0, "viewerHasLiked": False}
+    # Given Redis refuses the engagement read (ZMSCORE of the liked set) but not the rest...
+    await server.redis.execute_command("ACL", "SETUSER", "default", "-zmscore")
+    try:
+        # ...a like is answered as done, from PostgreSQL...
+        payload = (await gql(LIKE, token=bob.token, id=gid(post_id)))["likePost"]
+        # ...and so is a read.
+        seen = await likes_seen(gql, post_id, bob)
+    finally:
+        await server.redis.execute_command("ACL", "SETUSER", "default", "+@all")
+    assert payload["errors"] == []
+    assert (payload["post"]["likeCount"], payload["post"]["viewerHasLiked"]) == (1, True)
+    assert seen == {"likeCount": 1, "viewerHasLiked": True}
+    assert await like_rows(server.engine, post_id) == 1
+    assert await likes_seen(gql, post_id, bob) == {"likeCount": 1, "viewerHasLiked": True}

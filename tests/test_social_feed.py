@@ -125,8 +125,12 @@ async def test_likes_comments_and_blocks_show_right_on_the_feed(feed_server, gql
 
 
 async def test_a_warm_social_page_costs_no_sql_and_a_fixed_number_of_round_trips(
-    feed_server, gql, factory
+    feed_server, gql, factory, monkeypatch: pytest.MonkeyPatch
 ):
+    # The process' memos (users, and posts' counts and first comments) hold for longer
+    # than this test takes, so that what is counted below does not depend on timing.
+    monkeypatch.setattr(domain.engagement, "MEMO_TTL_SECONDS", 3600.0)
+    monkeypatch.setattr(feed_server.resources.recent, "ttl", 3600.0)
     author, viewer, fan = [await factory.user(n) for n in ("author", "viewer", "fan")]
     await factory.follow(viewer, author)
     await gql(FEED, token=viewer.token)
@@ -138,9 +142,11 @@ async def test_a_warm_social_page_costs_no_sql_and_a_fixed_number_of_round_trips
             await comment(gql, fan, post_id, f"c{index}")
     await gql(SOCIAL_FEED, token=viewer.token)
     await gql(SOCIAL_FEED, token=viewer.token)  # documents compile on their second use
-    # Authors (of posts and of comments) come from the process' memo when read in the
-    # last 2 s; without it, from the Redis cache: the budget counts those trips.
+    # Authors (of posts and of comments) and posts' counts and first comments come from
+    # the process' memos when read a moment ago; without them, from the Redis caches:
+    # the first budget counts those trips.
     feed_server.resources.recent.clear()
+    feed_server.resources.engagement.clear()
     with (
         Served() as served,
         count_statements(feed_server.engine) as sql,
@@ -149,11 +155,20 @@ async def test_a_warm_social_page_costs_no_sql_and_a_fixed_number_of_round_trips
         page = await social(gql, viewer)
     assert served.compiled == 1
     assert sql.count == 0
-    # Feed ids with the celebrity pull, posts, post authors, engagement (counts, first
-    # comments, the viewer's likes and hidden set: one pipeline), comment authors.
+    # Feed ids with the celebrity pull, posts with the viewer's likes and hidden set
+    # (one pipeline), post authors, counts and first comments, comment authors.
     assert trips.count == 5, trips.statements
     assert page["p4"] == (2, 3, True, [("c0", "fan"), ("c1", "fan")])
     assert page["p3"] == (0, 0, False, [])
+    # With the memos warm (under load: every page but about one a second per process),
+    # as many round trips as a plain page: feed ids, posts with the viewer's part.
+    with (
+        count_statements(feed_server.engine) as sql,
+        count_redis_round_trips(feed_server.redis) as trips,
+    ):
+        assert await social(gql, viewer) == page
+    assert sql.count == 0
+    assert trips.count == 2, trips.statements
 
 
 async def test_longer_comment_pages_are_read_from_postgresql(feed_server, gql, factory):
@@ -234,10 +249,43 @@ async def test_a_viewer_with_more_likes_than_the_cache_holds_sees_every_like(
 
     assert liked(await social(gql, viewer)) == ["p0", "p1", "p2", "p3"]
     assert liked(await social(gql, viewer)) == ["p0", "p1", "p2", "p3"]  # the cached set
-    await act(gql, LIKE, viewer, id=gid(posts[5]))  # the cached set moves its floor up
+    await act(
+        gql, LIKE, viewer, id=gid(posts[5])
+    )  # the hook drops the set; the next read refills it
     await act(gql, UNLIKE, viewer, id=gid(posts[0]))  # below the floor
     assert liked(await social(gql, viewer)) == ["p1", "p2", "p3", "p5"]
     feed_server.resources.recent.clear()
     with count_statements(feed_server.engine) as sql:
         assert liked(await social(gql, viewer)) == ["p1", "p2", "p3", "p5"]
     assert sql.count == 1  # the likes below the floor, in one statement
+
+
+async def test_a_feed_page_reads_its_longer_comment_pages_in_one_statement(
+    feed_server, gql, factory
+):
+    author, viewer = await factory.user("author"), await factory.user("viewer")
+    await factory.follow(viewer, author)
+    await gql(FEED, token=viewer.token)
+    posts = [await post_and_fan_out(feed_server, factory, author, f"p{i}") for i in range(4)]
+    for post_id in posts:
+        for index in range(6):
+            await comment(gql, author, post_id, f"c{index}")
+    # Warm: the documents compiled, records, hidden sets and engagement cached.
+    for _ in range(2):
+        await gql(COMMENT_PAGES, token=viewer.token, first=5)
+    # Five comments per post: more than a post carries, so read from PostgreSQL, yet
+    # one statement for the whole page, not one per post.
+    with count_statements(feed_server.engine) as sql:
+        edges = (await gql(COMMENT_PAGES, token=viewer.token, first=5))["feed"]["edges"]
+    assert sql.count == 1, sql.statements
+    assert len(edges) == 4
+    for edge in edges:
+        comments = edge["node"]["comments"]
+        assert [c["node"]["text"] for c in comments["edges"]] == [f"c{i}" for i in range(5)]
+        assert comments["pageInfo"]["hasNextPage"] is True
+    # The pages after each post's own cursor are right too.
+    cursor = edges[0]["node"]["comments"]["pageInfo"]["endCursor"]
+    after = (await gql(COMMENT_PAGES, token=viewer.token, first=5, after=cursor))["feed"]
+    first_post = after["edges"][0]["node"]["comments"]
+    assert [c["node"]["text"] for c in first_post["edges"]] == ["c5"]
+    assert first_post["pageInfo"]["hasNextPage"] is False

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.feed import queries
 from domain.records import RecentRecords, fetch_posts
-from infra.cache import RecordCache
+from infra.cache import RecordCache, Rider
 from infra.feedstore import FeedPage, FeedStore
 from models import PostStatus
 from settings import Settings
@@ -74,16 +74,19 @@ class HomeFeed:
 
     # -- reading -------------------------------------------------------------------
 
-    async def read(self, viewer_id: int, *, first: int, below: int | None) -> FeedResult:
+    async def read(
+        self, viewer_id: int, *, first: int, below: int | None, rider: Rider | None = None
+    ) -> FeedResult:
         """A page of `first` READY posts below the cursor post id, hydrated: Redis ids
         and celebrity pulls (one pipelined round trip when this process read the viewer's
         feed before, else two), then posts and their authors from the record caches (one
         round trip each when warm, authors only when this process did not read them a
         moment ago: `RecentRecords`; PostgreSQL for misses). Ids of posts deleted since fan-out
-        are dropped from the viewer's feed."""
+        are dropped from the viewer's feed. `rider`'s commands about the page's ids (the
+        viewer's part of its engagement) share the posts' round trip."""
         want = first + 1 + SLACK
         ids = await self.page_ids(viewer_id, below=below, count=want)
-        found = await fetch_posts(self.engine, self.cache, ids)
+        found = await fetch_posts(self.engine, self.cache, ids, rider=rider)
         gone = [i for i in ids if i not in found]
         if gone:  # deleted after fan-out: drop the stale ids from the viewer's feed
             await self.feeds.remove_from_feed(viewer_id, gone)
