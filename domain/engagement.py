@@ -29,7 +29,10 @@ cluster deployment would split it per slot as `infra.cache.RecordCache` does.
 Each API process also holds what every viewer sees of a post (its counts and cached first
 comments) for MEMO_TTL_SECONDS: concurrent readers of the same posts share one read
 (batched, single flight), so under load a post's counts and comments are read from
-Redis about once a second per process, not once per page. What is the viewer's own (the
+Redis about once a second per process, not once per page. Each memo entry holds its own
+post's value once read (a read in flight is shared by the posts it brings until then);
+expired entries go at the next read, and the memo keeps within MEMO_MAX entries and
+MEMO_MAX_TEXT characters of comment text (`Engagement.memo_size`). What is the viewer's own (the
 ZMSCORE of their liked set over the page, and their hidden set from `domain.blocks`) is
 read per request: a feed page sends it in the pipeline of its posts' MGET (`ViewerRead`,
 an `infra.cache.Rider` of `HomeFeed.read`), so a warm social page makes no more round
@@ -119,8 +122,9 @@ LIKED_TTL_SECONDS = 3600
 # how many posts it holds at most (each entry: two counts and up to CACHED_COMMENTS rows).
 MEMO_TTL_SECONDS = 1.0
 MEMO_MAX = 20_000
-# The comment texts a process' memos hold at most, in characters, over all their entries
-# (a comment has up to 2,200: an entry count alone would let them grow to gigabytes).
+# The comment texts each of a process' memos holds at most, in characters, over all its
+# entries (a comment has up to 2,200: an entry count alone would let them grow to
+# gigabytes).
 MEMO_MAX_TEXT = 20_000_000
 
 K = TypeVar("K")
@@ -253,6 +257,91 @@ SharedRead = asyncio.Future[dict[int, _Shared]]
 
 
 @dataclass(slots=True)
+class MemoSize:
+    """How much the memo of counts and first comments holds (`Engagement.memo_size`)."""
+
+    entries: int
+    text: int  # characters of comment text
+
+
+@dataclass(slots=True)
+class _MemoEntry:
+    expiry: float
+    # The read bringing it while in flight (shared by the posts read together, so
+    # concurrent readers wait for the one read), then the post's own value: an entry
+    # never keeps the other posts of its batch alive.
+    value: SharedRead | _Shared
+    text: int = 0  # characters of comment text in `value`, once it is in
+
+
+class _SharedMemo:
+    """Post id -> what every viewer sees of it, for MEMO_TTL_SECONDS, bounded: at most
+    MEMO_MAX entries and MEMO_MAX_TEXT characters of comment text (oldest go first).
+    Entries are kept in insertion order, which is expiry order (a constant TTL, an
+    entry re-inserted goes to the end), so the expired ones are dropped from the
+    front on every lookup: the memo holds about what a second of reads brought."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[int, _MemoEntry] = OrderedDict()
+        self._text = 0
+
+    def size(self) -> MemoSize:
+        return MemoSize(entries=len(self._entries), text=self._text)
+
+    def expire(self, now: float) -> None:
+        entries = self._entries
+        while entries:
+            first = next(iter(entries.values()))
+            if first.expiry >= now:
+                break
+            entries.popitem(last=False)
+            self._text -= first.text
+
+    def get(self, post_id: int, now: float) -> SharedRead | _Shared | None:
+        entry = self._entries.get(post_id)
+        return entry.value if entry is not None and entry.expiry >= now else None
+
+    def start(self, post_ids: list[int], read: SharedRead, expiry: float) -> None:
+        """These posts' values come with `read` (until it completes, see `settle`)."""
+        for post_id in post_ids:
+            self.pop(post_id)  # so that it goes to the end: expiry order
+            self._entries[post_id] = _MemoEntry(expiry, read)
+        self._bound()
+
+    def settle(self, post_ids: list[int], read: SharedRead) -> None:
+        """`read` completed: each post still waiting on it gets its own value (or, if
+        the read failed, no entry: the next reader tries again)."""
+        failed = read.cancelled() or read.exception() is not None
+        for post_id in post_ids:
+            entry = self._entries.get(post_id)
+            if entry is None or entry.value is not read:
+                continue  # dropped by a hook, evicted, or read again meanwhile
+            if failed:
+                self.pop(post_id)
+                continue
+            shared = read.result()[post_id]
+            entry.value = shared
+            entry.text = sum(len(row[2]) for row in shared.rows)
+            self._text += entry.text
+        self._bound()
+
+    def pop(self, post_id: int) -> None:
+        entry = self._entries.pop(post_id, None)
+        if entry is not None:
+            self._text -= entry.text
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._text = 0
+
+    def _bound(self) -> None:
+        entries = self._entries
+        while entries and (len(entries) > MEMO_MAX or self._text > MEMO_MAX_TEXT):
+            _, oldest = entries.popitem(last=False)
+            self._text -= oldest.text
+
+
+@dataclass(slots=True)
 class ViewerRead:
     """The viewer's part of a page's engagement (the ZMSCORE of their liked set over
     the page's posts, its token, and their hidden set), sent in another reader's round
@@ -271,6 +360,11 @@ class ViewerRead:
         return _queue_viewer_read(pipe, self.viewer_id, self.ids)
 
     def take(self, results: list[Any]) -> None:
+        """The replies of `add`'s commands. If Redis refused any (an ACL, a WRONGTYPE),
+        none is kept: `Engagement.read` then sends its own viewer read, which answers
+        from PostgreSQL when Redis fails it."""
+        if any(isinstance(reply, Exception) for reply in results):
+            return
         self.scores, self.token, self.hidden_blob = results
 
     def scores_of(self, ids: list[int]) -> list[float | None] | None:
@@ -311,13 +405,17 @@ class Engagement:
         self._drop = redis.register_script(DROP_LUA)
         self._fill = redis.register_script(FILL_LUA)
         self._liked_fill = redis.register_script(LIKED_FILL_LUA)
-        # post id -> (expiry, the read that brings its `_Shared`), oldest first.
-        self._memo: OrderedDict[int, tuple[float, SharedRead]] = OrderedDict()
+        self._memo = _SharedMemo()
 
     def clear(self) -> None:
         """Forget the memo of counts and first comments (tests count round trips from
         cold, and empty the database between cases)."""
         self._memo.clear()
+
+    def memo_size(self) -> MemoSize:
+        """How many posts the process' memo of counts and first comments holds now, and
+        how many characters of comment text (bounded: MEMO_MAX, MEMO_MAX_TEXT)."""
+        return self._memo.size()
 
     # -- reading -------------------------------------------------------------------
 
@@ -375,9 +473,16 @@ class Engagement:
                     keys = [liked_key(viewer_id), liked_gen_key(viewer_id)]
                     await self._fill_quietly([(self._liked_fill, keys, liked.fill_args())])
         shared: dict[int, _Shared] = {}
-        for read in {id(r): r for r in reads.values()}.values():
+        pending: dict[int, tuple[SharedRead, list[int]]] = {}
+        for post_id, value in reads.items():
+            if isinstance(value, _Shared):
+                shared[post_id] = value
+            else:
+                pending.setdefault(id(value), (value, []))[1].append(post_id)
+        for read, read_ids in pending.values():
             # Shielded: a waiter cancelled (a client gone) must not cancel the others' read.
-            shared.update(read.result() if read.done() else await asyncio.shield(read))
+            result = read.result() if read.done() else await asyncio.shield(read)
+            shared.update((post_id, result[post_id]) for post_id in read_ids)
         shown, authors = await self._shown_comments(shared, viewer_id, hidden_blob, hidden_users)
         known = liked.known if liked is not None else ()
         found: dict[int, PostEngagement] = {}
@@ -429,37 +534,26 @@ class Engagement:
             )
         return found
 
-    def _shared_reads(self, ids: list[int]) -> dict[int, SharedRead]:
-        """The read bringing each post's `_Shared`: the memo's while fresh, else one
-        new read for all the others (started now, awaited by the caller)."""
+    def _shared_reads(self, ids: list[int]) -> dict[int, SharedRead | _Shared]:
+        """Each post's `_Shared`, or the read bringing it: the memo's while fresh, else
+        one new read for all the others (started now, awaited by the caller)."""
         now = asyncio.get_running_loop().time()
         memo = self._memo
-        reads: dict[int, SharedRead] = {}
+        memo.expire(now)
+        reads: dict[int, SharedRead | _Shared] = {}
         missing: list[int] = []
         for post_id in ids:
-            entry = memo.get(post_id)
-            if entry is not None and entry[0] >= now:
-                reads[post_id] = entry[1]
+            value = memo.get(post_id, now)
+            if value is not None:
+                reads[post_id] = value
             else:
                 missing.append(post_id)
         if missing:
             read = asyncio.ensure_future(self._read_shared(missing))
-            expiry = now + MEMO_TTL_SECONDS
-            for post_id in missing:
-                memo[post_id] = (expiry, read)
-                memo.move_to_end(post_id)
-                reads[post_id] = read
-            while len(memo) > MEMO_MAX:
-                memo.popitem(last=False)
-            read.add_done_callback(functools.partial(self._forget_failed, missing))
+            memo.start(missing, read, now + MEMO_TTL_SECONDS)
+            reads.update(dict.fromkeys(missing, read))
+            read.add_done_callback(functools.partial(memo.settle, missing))
         return reads
-
-    def _forget_failed(self, post_ids: list[int], read: SharedRead) -> None:
-        if read.cancelled() or read.exception() is not None:
-            for post_id in post_ids:
-                entry = self._memo.get(post_id)
-                if entry is not None and entry[1] is read:
-                    del self._memo[post_id]
 
     async def _read_shared(self, ids: list[int]) -> dict[int, _Shared]:
         """The posts' counts and first comments from Redis (one MGET), misses from
@@ -617,14 +711,14 @@ class Engagement:
         # The memo entries go before the scripts and again after them: one made meanwhile
         # may hold what Redis had before the scripts, one made after them cannot.
         for post_id in post_ids:
-            self._memo.pop(post_id, None)
+            self._memo.pop(post_id)
         try:
             await self._run(calls)
         except RedisError:
             log.warning("the engagement cache missed a change", exc_info=True)
         finally:
             for post_id in post_ids:
-                self._memo.pop(post_id, None)
+                self._memo.pop(post_id)
 
     async def _run(self, calls: list[ScriptCall]) -> None:
         """Script calls in one pipelined round trip (EVALSHA; when Redis does not know a

@@ -65,7 +65,8 @@ class Rider(Protocol):
         ...
 
     def take(self, results: list[Any]) -> None:
-        """The replies to those commands, in order."""
+        """The replies to those commands, in order; a command Redis refused replies with
+        its exception (the rider then does without it: the batch read goes on)."""
         ...
 
 
@@ -91,8 +92,13 @@ class RecordCache:
         for positions in groups:
             pipe.mget([keys[i] for i in positions])
         ridden = rider.add(pipe, ids) if rider is not None else 0
-        results = await pipe.execute()
-        if rider is not None:
+        # A rider's refusal (an ACL, WRONGTYPE) is the rider's to handle: it gets its
+        # replies, exceptions included, and only a refused MGET fails the read.
+        results = await pipe.execute(raise_on_error=False)
+        for reply in results[: len(groups)]:
+            if isinstance(reply, Exception):
+                raise reply
+        if rider is not None and ridden:
             rider.take(results[len(results) - ridden :])
         values: list[bytes | None] = [None] * len(keys)
         for positions, blobs in zip(groups, results[: len(groups)], strict=True):

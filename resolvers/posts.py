@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from domain import posts as post_domain
 from domain.errors import DomainError, ErrorCode
+from domain.records import PostRecord
 from infra.ids import to_global_id
 from infra.storage import IncompleteUpload, ObjectTooLarge, Storage, UploadNotFound
 from models import PostStatus, table_of
@@ -44,18 +45,25 @@ async def load_post(info: Info, post_id: int) -> Post | None:
     return (await load_posts(info, [post_id])).get(post_id)
 
 
-async def load_posts(info: Info, post_ids: list[int]) -> dict[int, Post]:
-    """The posts among these the viewer may see (READY or their own; private accounts
-    and blocks by `can_see_private_content_of`), built together: one loader batch, one
-    `build_posts` (one engagement read, one author batch)."""
+async def visible_records(info: Info, post_ids: list[int]) -> dict[int, PostRecord]:
+    """The records (row and media) of the posts among these the viewer may see: READY
+    or their own, private accounts and blocks by `can_see_private_content_of`; the one
+    place that rule lives (`load_posts` builds from it, mutations check with it without
+    building). One loader batch."""
     viewer_id = info.context.viewer_id
     records = await info.context.loaders.post_by_id.load_many(list(dict.fromkeys(post_ids)))
     candidates = [r for r in records if r is not None and visible(r.post, viewer_id)]
     allowed = await asyncio.gather(
         *(can_see_private_content_of(info, record.post.author_id) for record in candidates)
     )
-    shown = [record for record, ok in zip(candidates, allowed, strict=True) if ok]
-    built = await build_posts(info, [(record.post, record.media) for record in shown])
+    return {record.post.id: record for record, ok in zip(candidates, allowed, strict=True) if ok}
+
+
+async def load_posts(info: Info, post_ids: list[int]) -> dict[int, Post]:
+    """The posts among these the viewer may see (`visible_records`), built together: one
+    loader batch, one `build_posts` (one engagement read, one author batch)."""
+    shown = await visible_records(info, post_ids)
+    built = await build_posts(info, [(record.post, record.media) for record in shown.values()])
     return {post.pk: post for post in built}
 
 

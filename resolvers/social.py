@@ -25,12 +25,11 @@ from domain.comments import CommentRecord
 from domain.errors import DomainError, ErrorCode
 from infra.ids import to_global_id
 from resolvers.common import payload_pk, register_node
-from resolvers.posts import load_post, visible
+from resolvers.posts import load_post, visible_records
 from schema.context import Info
 from schema.errors import UserError
 from schema.posts import DeletePayload, PostPayload
-from schema.social import Comment, CommentPayload, build_comments
-from schema.users import can_see_private_content_of
+from schema.social import Comment, CommentPayload, build_comments, forget_comment_pages
 
 
 def _post_not_found(field: str) -> DomainError:
@@ -41,12 +40,8 @@ async def _visible_post_row(info: Info, post_id: int) -> Any | None:
     """The post's row when the viewer may see it, as `load_post` decides (READY or their
     own, private accounts, blocks), else None; without building the post (no engagement
     read before the transaction)."""
-    record = await info.context.loaders.post_by_id.load(post_id)
-    if record is None or not visible(record.post, info.context.viewer_id):
-        return None
-    if not await can_see_private_content_of(info, record.post.author_id):
-        return None
-    return record.post
+    record = (await visible_records(info, [post_id])).get(post_id)
+    return record.post if record is not None else None
 
 
 async def _visible_post(info: Info, post_id: int, field: str) -> Any:
@@ -133,6 +128,7 @@ async def add_comment(info: Info, post_id: strawberry.ID, text: str) -> CommentP
     except DomainError as exc:
         return CommentPayload(errors=[UserError.from_error(exc)])
     await info.context.resources.engagement.comments_changed(pk)
+    forget_comment_pages(info)
     [comment] = await build_comments(info, [row])
     return CommentPayload(comment=comment)
 
@@ -172,6 +168,7 @@ async def delete_comment(info: Info, id: strawberry.ID) -> DeletePayload:
     except DomainError as exc:
         return DeletePayload(errors=[UserError.from_error(exc)])
     await info.context.resources.engagement.comments_changed(row.post_id)
+    forget_comment_pages(info)
     return DeletePayload(deleted_id=strawberry.ID(to_global_id("Comment", pk)))
 
 

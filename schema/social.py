@@ -136,6 +136,15 @@ def _page_loader(info: Info) -> CommentPagesLoader:
     return loader
 
 
+def forget_comment_pages(info: Info) -> None:
+    """After a comment was added or deleted: the request's pages of comments read so
+    far go, so that a later field of the same document (mutations run one after the
+    other) reads them again and sees the change."""
+    loader = _PAGE_LOADERS.get(info.context.loaders)
+    if loader is not None:
+        loader.clear_all()
+
+
 async def comment_connection(
     info: Info, post_id: int, first: int | None, after: str | None
 ) -> CommentConnection:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import text
 
+import domain.engagement
 from domain.engagement import counts_key, first_key, liked_key
 from infra.ids import to_global_id
 from tests.conftest import count_statements
@@ -363,3 +365,59 @@ async def test_a_read_stands_when_redis_refuses_to_cache_what_it_read(gql, facto
     # Then the read answers what it read, and nothing was cached.
     assert body == {"data": expected}
     assert await redis.get(counts_key(post_id)) is None
+
+
+async def test_the_memo_of_first_comments_stays_bounded_however_many_posts_are_read(
+    gql, factory, server, monkeypatch: pytest.MonkeyPatch
+):
+    # Each API process memoizes what every viewer sees of a post (counts, first
+    # comments) for a moment; smaller bounds here stand for the real ones.
+    monkeypatch.setattr(domain.engagement, "MEMO_TTL_SECONDS", 3600.0)
+    monkeypatch.setattr(domain.engagement, "MEMO_MAX", 4)
+    monkeypatch.setattr(domain.engagement, "MEMO_MAX_TEXT", 2_500)
+    engagement = server.resources.engagement
+    alice, bob = await named(factory, "alice", "bob")
+    posts = [await factory.ready_post(alice) for _ in range(8)]
+    for index, post_id in enumerate(posts):
+        await comment(gql, bob, post_id, f"{index}" + "x" * 999)
+        if index % 2:
+            await comment(gql, bob, post_id, "short")
+    engagement.clear()
+    # Read in turn, every post's comments are right, and the memo keeps within both
+    # bounds: the posts read last, up to MEMO_MAX, as much of their text as fits.
+    for index, post_id in enumerate(posts):
+        texts = await comment_texts(gql, alice, post_id, first=2)
+        assert [t[:1] for t in texts] == ([str(index), "s"] if index % 2 else [str(index)])
+        size = engagement.memo_size()
+        assert size.entries <= 4
+        assert size.text <= 2_500
+    assert engagement.memo_size().entries >= 2  # it still memoizes
+    # Entries past their moment go at the next read, whatever the room left (here each
+    # expires at once: only the last read's stays).
+    monkeypatch.setattr(domain.engagement, "MEMO_TTL_SECONDS", 0.0)
+    engagement.clear()
+    for post_id in posts[:4:2]:
+        assert len(await comment_texts(gql, alice, post_id, first=2)) == 1
+        assert engagement.memo_size().entries == 1
+
+
+async def test_a_later_field_of_the_same_document_sees_a_comment_deleted_before_it(gql, factory):
+    alice, bob = await named(factory, "alice", "bob")
+    post_id = await factory.ready_post(alice)
+    # More comments than a post carries, so that `comments(first: 5)` reads a page.
+    made = [await comment(gql, bob, post_id, f"c{n}") for n in range(6)]
+    document = """
+    mutation ($post: ID!, $comment: ID!) {
+      a: likePost(postId: $post) { post { comments(first: 5) { edges { node { text } } } } }
+      d: deleteComment(id: $comment) { deletedId errors { code } }
+      b: likePost(postId: $post) { post { comments(first: 5) { edges { node { text } } } } }
+    }
+    """
+    data = await gql(document, token=alice.token, post=gid(post_id), comment=made[1]["id"])
+
+    def texts(field: str) -> list[str]:
+        return [e["node"]["text"] for e in data[field]["post"]["comments"]["edges"]]
+
+    assert data["d"] == {"deletedId": made[1]["id"], "errors": []}
+    assert texts("a") == ["c0", "c1", "c2", "c3", "c4"]
+    assert texts("b") == ["c0", "c2", "c3", "c4", "c5"]

@@ -289,3 +289,34 @@ async def test_a_feed_page_reads_its_longer_comment_pages_in_one_statement(
     first_post = after["edges"][0]["node"]["comments"]
     assert [c["node"]["text"] for c in first_post["edges"]] == ["c5"]
     assert first_post["pageInfo"]["hasNextPage"] is False
+
+
+@pytest.mark.parametrize("refusal", ["acl", "wrongtype"])
+async def test_the_feed_answers_when_redis_refuses_the_viewers_likes(
+    feed_server, gql, factory, refusal: str
+):
+    author, viewer = await factory.user("author"), await factory.user("viewer")
+    await factory.follow(viewer, author)
+    await gql(FEED, token=viewer.token)
+    liked = await post_and_fan_out(feed_server, factory, author, "liked")
+    await post_and_fan_out(feed_server, factory, author, "other")
+    await act(gql, LIKE, viewer, id=gid(liked))
+    await comment(gql, author, liked, "hi")
+    expected = {"liked": (1, 1, True, [("hi", "author")]), "other": (0, 0, False, [])}
+    assert await social(gql, viewer) == expected
+    # Given Redis refuses the viewer's part of the page (the ZMSCORE of their liked set,
+    # sent along with the posts' MGET), by an ACL or because the key holds another type...
+    if refusal == "acl":
+        await feed_server.redis.execute_command("ACL", "SETUSER", "default", "-zmscore")
+    else:
+        await feed_server.redis.set(domain.engagement.liked_key(viewer.pk), "not a set")
+    try:
+        # ...the page is still answered, the viewer's likes from PostgreSQL.
+        assert await social(gql, viewer) == expected
+        assert await social(gql, viewer) == expected
+    finally:
+        if refusal == "acl":
+            await feed_server.redis.execute_command("ACL", "SETUSER", "default", "+@all")
+    # The like hook replaces what was in the way; the page then follows it.
+    await act(gql, UNLIKE, viewer, id=gid(liked))
+    assert (await social(gql, viewer))["liked"][:3] == (0, 1, False)
