@@ -209,6 +209,11 @@ class PostEngagement:
     all_comments: bool = True
     # User rows of the authors of first_comments (shared by the posts of a page).
     comment_authors: Mapping[int, Any] = field(default_factory=dict)
+    # When first_comments is the post's shared preview (what every viewer hiding none of
+    # its authors is shown): a dict the process' memo keeps with it (MEMO_TTL_SECONDS),
+    # where the schema keeps what it builds from the preview (`schema.posts`), so that
+    # concurrent pages build it once. Else None.
+    views: dict[Any, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -231,10 +236,11 @@ class _Shared:
     complete: bool  # whether `rows` are all its comments
     authors: frozenset[int]  # authors of `rows`
     # What a viewer hiding none of `authors` is shown when every author of the preview
-    # is found: the first FIRST_COMMENTS + 1 rows, decoded once, and whether they are all.
-    preview: list[CommentRecord]
-    preview_authors: tuple[int, ...]
-    preview_complete: bool
+    # is found (`preview_authors`): the first FIRST_COMMENTS + 1 rows, decoded once,
+    # whether they are all, and what the schema builds from them (a dict: see
+    # `PostEngagement.views`).
+    preview: _Shown
+    preview_authors: frozenset[int]
 
     @classmethod
     def of(cls, post_id: int, entry: _Post) -> _Shared:
@@ -247,13 +253,21 @@ class _Shared:
             rows=rows,
             complete=complete,
             authors=frozenset(r[1] for r in rows),
-            preview=[_decode_row(post_id, r) for r in head],
-            preview_authors=tuple(dict.fromkeys(r[1] for r in head)),
-            preview_complete=complete and len(rows) <= FIRST_COMMENTS + 1,
+            preview=(
+                [_decode_row(post_id, r) for r in head],
+                complete and len(rows) <= FIRST_COMMENTS + 1,
+                {},
+            ),
+            preview_authors=frozenset(r[1] for r in head),
         )
 
 
 SharedRead = asyncio.Future[dict[int, _Shared]]
+
+
+# A post's first comments as shown to a viewer: the rows, whether they are all, and the
+# views of the post's shared preview when they are it (`PostEngagement.views`).
+_Shown = tuple[list[CommentRecord], bool, dict[Any, Any] | None]
 
 
 @dataclass(slots=True)
@@ -372,6 +386,8 @@ class ViewerRead:
         covers them all (else None: the engagement read asks Redis itself)."""
         if self.scores is None:
             return None
+        if ids == self.ids:  # a feed page: the same posts, in the same order
+            return self.scores
         by_id = dict(zip(self.ids, self.scores[1:], strict=True))
         if not all(i in by_id for i in ids):
             return None
@@ -488,9 +504,10 @@ class Engagement:
         found: dict[int, PostEngagement] = {}
         for post_id in ids:
             entry = shared[post_id]
-            rows, complete = shown.get(post_id, _NONE)
+            # A post without comments: its (empty) preview.
+            rows, complete, views = shown.get(post_id, entry.preview)
             found[post_id] = PostEngagement(
-                entry.likes, entry.comments, post_id in known, rows, complete, authors
+                entry.likes, entry.comments, post_id in known, rows, complete, authors, views
             )
         return found
 
@@ -621,10 +638,11 @@ class Engagement:
         viewer_id: int | None,
         hidden_blob: bytes | None,
         hidden_users: HiddenProvider | None,
-    ) -> tuple[dict[int, tuple[list[CommentRecord], bool]], dict[int, Any]]:
+    ) -> tuple[dict[int, _Shown], dict[int, Any]]:
         """Per post with comments, its first comments the viewer may see (comments by
         accounts hidden from them and by accounts gone left out), up to
-        FIRST_COMMENTS + 1, and whether they are all; and their authors' rows."""
+        FIRST_COMMENTS + 1, whether they are all, and the entry's views when they are
+        its preview; and their authors' rows."""
         with_rows = {p: entry for p, entry in shared.items() if entry.rows}
         if not with_rows:
             return {}, {}
@@ -649,11 +667,11 @@ class Engagement:
                 rows = visible[post_id] = [r for r in entry.rows if r[1] not in hidden]
                 wanted.update(r[1] for r in rows[: FIRST_COMMENTS + 1])
         authors = await self.recent.users(list(wanted)) if wanted else {}
-        shown: dict[int, tuple[list[CommentRecord], bool]] = {}
+        shown: dict[int, _Shown] = {}
         for post_id, rows in visible.items():
             entry = with_rows[post_id]
-            if rows is entry.rows and all(a in authors for a in entry.preview_authors):
-                shown[post_id] = (entry.preview, entry.preview_complete)
+            if rows is entry.rows and authors.keys() >= entry.preview_authors:
+                shown[post_id] = entry.preview
                 continue
             # The longest run of rows a page can show (up to FIRST_COMMENTS + 1; rows by
             # accounts gone are skipped, a row whose author was not read ends it), and
@@ -666,7 +684,7 @@ class Engagement:
                     break
                 if row[1] in authors:
                     first.append(_decode_row(post_id, row))
-            shown[post_id] = (first, entry.complete and not cut)
+            shown[post_id] = (first, entry.complete and not cut, None)
         return shown, authors
 
     # -- hooks (after a commit) ---------------------------------------------------------
@@ -739,9 +757,6 @@ class Engagement:
             for script in {id(c[0]): c[0] for c in failed}.values():
                 script.sha = await self.redis.script_load(script.script)
             calls = failed
-
-
-_NONE: tuple[list[CommentRecord], bool] = ([], True)
 
 
 @dataclass(slots=True)

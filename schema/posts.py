@@ -204,16 +204,29 @@ class Post(Node):
 def carried_comments(carried: PostEngagement, first: int) -> CommentConnection:
     """The first `first` comments of a post from those it carries: the same page as
     `schema.social.comment_connection` reads from PostgreSQL."""
-    social = _social()
     authors = carried.comment_authors
     rows = carried.first_comments
-    edges = [_comment_edge(social, row, authors[row.author_id]) for row in rows[:first]]
-    return social.CommentConnection(
+    shown = [authors[row.author_id] for row in rows[:first]]
+    # The post's shared preview: the connection an earlier page built for it, while its
+    # authors' rows are the same (the same objects: `RecentRecords` hands one out for a
+    # while; or equal).
+    views = carried.views
+    if views is not None:
+        built = views.get(first)
+        if built is not None and built[0] == shown:
+            connection: CommentConnection = built[1]
+            return connection
+    social = _social()
+    edges = [_comment_edge(social, row, author) for row, author in zip(rows, shown, strict=False)]
+    connection = social.CommentConnection(
         edges=edges,
         page_info=page_info(
             edges, has_next=len(rows) > first, has_previous=False, cursor=_comment_cursor
         ),
     )
+    if views is not None:
+        views[first] = (shown, connection)
+    return connection
 
 
 # Comment id -> (its author's row, its edge): comments never change, and the same author

@@ -320,3 +320,29 @@ async def test_the_feed_answers_when_redis_refuses_the_viewers_likes(
     # The like hook replaces what was in the way; the page then follows it.
     await act(gql, UNLIKE, viewer, id=gid(liked))
     assert (await social(gql, viewer))["liked"][:3] == (0, 1, False)
+
+
+async def test_a_commenter_who_changes_their_profile_shows_changed_in_the_preview(
+    feed_server, gql, factory
+):
+    # The comments a page shows are built once for every viewer of the post; an author's
+    # new profile must show all the same (this process forgets its users on a change).
+    author, viewer, ann = [await factory.user(name) for name in ("author", "viewer", "ann")]
+    await factory.follow(viewer, author)
+    await gql(FEED, token=viewer.token)
+    post = await post_and_fan_out(feed_server, factory, author, "post")
+    await comment(gql, ann, post, "hello")
+    document = SOCIAL_FEED.replace("author { username }", "author { username displayName }")
+
+    async def preview() -> list[tuple[str, str | None]]:
+        [edge] = (await gql(document, token=viewer.token))["feed"]["edges"]
+        return [
+            (c["node"]["text"], c["node"]["author"]["displayName"])
+            for c in edge["node"]["comments"]["edges"]
+        ]
+
+    assert await preview() == [("hello", None)]
+    assert await preview() == [("hello", None)]  # built, then reused
+    update = 'mutation { updateProfile(displayName: "Ann") { errors { code } } }'
+    await act(gql, update, ann)
+    assert await preview() == [("hello", "Ann")]
