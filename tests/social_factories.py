@@ -12,6 +12,7 @@ from typing import Any
 from arq.jobs import Job
 from sqlalchemy import select
 
+from domain import stories as story_domain
 from domain.posts import MediaOutcome, MediaSpec
 from infra.ids import to_global_id
 from models import OutboxEvent, table_of
@@ -78,8 +79,6 @@ async def fanned_out_post(server: Server, factory: Factory, author: MadeUser) ->
 async def ready_story(server: Server, author: MadeUser) -> str:
     """A READY story through the real state machine, with rendition keys standing in for
     processing (as `Factory.ready_post` does for posts); returns its global ID."""
-    from domain import stories as story_domain  # the stories work lands in parallel
-
     async with server.engine.begin() as conn:
         created = await story_domain.create_story(
             conn=conn, author_id=author.pk, spec=MediaSpec("image/jpeg", 1000)

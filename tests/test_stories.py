@@ -16,13 +16,14 @@ from PIL import Image
 from sqlalchemy import text
 
 from domain import stories as story_domain
-from domain.posts import MediaOutcome, MediaSpec
+from domain.posts import MediaSpec
 from infra.ids import from_global_id, to_global_id
 from infra.images import STORY_FRAME, render_photo
 from tests.conftest import GraphQLClient, Server, count_statements
 from tests.factories import MadeUser
 from tests.media_samples import jpeg_bytes, video_bytes
 from tests.posting import upload
+from tests.social_factories import ready_story
 from workers.stories import cleanup_stories, process_story, sweep_stories
 
 # A story's media may be cached no longer than the story is shown (24 hours).
@@ -108,33 +109,6 @@ async def wait_for_story(gql: GraphQLClient, token: str, story_id: str) -> dict[
             if story["status"] in ("READY", "FAILED"):
                 return story
             await asyncio.sleep(0.1)
-
-
-async def live_story(srv: Server, author: MadeUser) -> str:
-    """A READY story through the real state machine, with rendition keys standing in for
-    processing (as `Factory.ready_post` does for posts)."""
-    async with srv.engine.begin() as conn:
-        created = await story_domain.create_story(
-            conn=conn, author_id=author.pk, spec=MediaSpec("image/jpeg", 1000)
-        )
-        story_id, media_id = created.story.id, created.media.id
-        await story_domain.start_processing(conn=conn, story_id=story_id, ttl=timedelta(hours=24))
-        outcome = MediaOutcome(
-            media_id=media_id,
-            detected_type="image/jpeg",
-            width=1080,
-            height=1920,
-            placeholder="LEHV6nWB2yk8pyo0adR*.7kCMdnj",
-            rendition_keys={
-                f"{size}:{fmt}": story_domain.rendition_key(story_id, media_id, size, fmt)
-                for size in ("THUMB", "FEED", "FULL")
-                for fmt in ("JPEG", "WEBP")
-            },
-        )
-        await story_domain.mark_ready(
-            conn=conn, story_id=story_id, outcome=outcome, ttl=timedelta(hours=24)
-        )
-    return to_global_id("Story", story_id)
 
 
 async def read_story_media(server: Server, url: str, tmp_path: Path) -> bytes:
@@ -489,7 +463,7 @@ async def test_a_story_stuck_in_processing_is_retried_then_failed(media_server, 
 
 async def test_mark_seen_racing_the_cleanup_answers_not_found(server, gql, factory):
     author, viewer = await factory.user("author"), await factory.user("viewer")
-    story_id = await live_story(server, author)
+    story_id = await ready_story(server, author)
     _, pk = from_global_id(story_id)
     # Given the cleanup deleting the story, not yet committed, when markStorySeen comes
     async with server.engine.connect() as cleanup:
@@ -523,12 +497,12 @@ async def test_tray_puts_own_then_unseen_then_recent_and_seen_is_idempotent(serv
     viewer, a, b, c, stranger = await factory.users(5)
     for followee in (a, b, c):
         await factory.follow(viewer, followee)
-    a1 = await live_story(server, a)
-    b1 = await live_story(server, b)
-    c1 = await live_story(server, c)
-    a2 = await live_story(server, a)
-    await live_story(server, stranger)  # not followed: not in the tray
-    own = await live_story(server, viewer)
+    a1 = await ready_story(server, a)
+    b1 = await ready_story(server, b)
+    c1 = await ready_story(server, c)
+    a2 = await ready_story(server, a)
+    await ready_story(server, stranger)  # not followed: not in the tray
+    own = await ready_story(server, viewer)
 
     tray = (await gql(TRAY, token=viewer.token))["storiesTray"]
     # The viewer's own reel first, then by most recent story; stories oldest first.
@@ -569,8 +543,8 @@ async def test_tray_costs_the_same_few_statements_for_any_number_of_stories(serv
     async def tray_statements(authors: int) -> int:
         for author in await factory.users(authors):
             await factory.follow(viewer, author)
-            first = await live_story(server, author)
-            await live_story(server, author)
+            first = await ready_story(server, author)
+            await ready_story(server, author)
             await gql(SEEN, token=viewer.token, id=first)
         with count_statements(server.engine) as counted:
             tray = (await gql(TRAY, token=viewer.token))["storiesTray"]
@@ -596,7 +570,7 @@ async def test_private_and_blocked_authors_stories_are_invisible(server, gql, fa
     )
     await factory.follow(follower, owner)
     assert (await gql(FOLLOW, token=requester.token, id=owner.id))["follow"]["errors"] == []
-    private_story = await live_story(server, owner)
+    private_story = await ready_story(server, owner)
     # A private account's story: its approved followers only.
     assert tray_shape((await gql(TRAY, token=follower.token))["storiesTray"]) == [
         ("owner", True, [private_story])
@@ -613,7 +587,7 @@ async def test_private_and_blocked_authors_stories_are_invisible(server, gql, fa
     assert (await gql(STORY, id=private_story))["node"] is None
 
     # A public account's story is for anyone, until a block stands between, either way.
-    public_story = await live_story(server, public)
+    public_story = await ready_story(server, public)
     assert (await gql(STORY, token=blocker.token, id=public_story))["node"] is not None
     assert (await gql(STORY, token=blocked.token, id=public_story))["node"] is not None
     for follower_of_public in (blocker, blocked):
@@ -626,5 +600,5 @@ async def test_private_and_blocked_authors_stories_are_invisible(server, gql, fa
         seen = (await gql(SEEN, token=viewer.token, id=public_story))["markStorySeen"]
         assert seen["errors"] == [{"field": "storyId", "code": "NOT_FOUND"}]
     # ...and the other way round: the blocked account does not see the blocker's story.
-    blocker_story = await live_story(server, blocker)
+    blocker_story = await ready_story(server, blocker)
     assert (await gql(STORY, token=public.token, id=blocker_story))["node"] is None

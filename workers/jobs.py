@@ -4,9 +4,22 @@ except through these."""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, NoReturn
 
+from arq import Retry
 from arq.connections import ArqRedis
+
+log = logging.getLogger("instagraph.worker")
+
+
+def retry_later(ctx: dict[str, Any], error: Exception, what: str) -> NoReturn:
+    """A transient failure (storage, database, Redis) of an idempotent job: arq retries
+    only on `Retry`, so raise one, backing off, until the last try, which re-raises."""
+    if ctx["job_try"] >= ctx["max_tries"]:
+        raise error
+    log.warning("%s: transient failure, retrying: %r", what, error)
+    raise Retry(defer=2 ** ctx["job_try"]) from error
 
 
 async def enqueue_process_post(jobs: ArqRedis, post_id: int, *, attempt: int) -> None:

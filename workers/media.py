@@ -17,8 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from arq import Retry
-
 from domain import posts as post_domain
 from domain.posts import MediaOutcome
 from infra.images import (
@@ -35,7 +33,7 @@ from infra.storage import Storage
 from models import DbRow, PostStatus
 from settings import Settings
 from workers.feed import kick_relay
-from workers.jobs import enqueue_process_post
+from workers.jobs import enqueue_process_post, retry_later
 
 log = logging.getLogger("instagraph.worker.media")
 
@@ -176,10 +174,7 @@ async def process_post(ctx: dict[str, Any], post_id: int) -> str:
     except Exception as exc:
         # Storage or database trouble: try again later, backing off. When arq gives up,
         # the sweeper picks the post up again (up to max_processing_attempts).
-        if ctx["job_try"] >= ctx["max_tries"]:
-            raise
-        log.warning("post %s: transient failure, retrying: %r", post_id, exc)
-        raise Retry(defer=2 ** ctx["job_try"]) from exc
+        retry_later(ctx, exc, f"post {post_id}")
     async with engine.begin() as conn:
         ready = await post_domain.mark_ready(conn=conn, post_id=post_id, outcomes=outcomes)
     if ready is None:

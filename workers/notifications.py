@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from arq import Retry
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from domain import notifications
 from infra.pubsub import notification_channel, publish_if_live
 from infra.resources import Resources
+from workers.jobs import retry_later
 
 log = logging.getLogger("instagraph.worker.notifications")
 
@@ -38,10 +38,7 @@ async def deliver_notifications(ctx: dict[str, Any], event_id: int, payload: dic
         # marked sent, so this job is the notification's only way in. arq retries only
         # on Retry; any other exception would drop it for good. Nothing was committed,
         # and the job is idempotent, so another try is safe.
-        if ctx["job_try"] >= ctx["max_tries"]:
-            raise
-        log.warning("outbox row %d: delivery failed, retrying: %r", event_id, exc)
-        raise Retry(defer=2 ** ctx["job_try"]) from exc
+        retry_later(ctx, exc, f"outbox row {event_id}: delivery")
     if created:
         try:
             await publish_if_live(

@@ -10,14 +10,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from arq import Retry
-
 from domain import stories as story_domain
 from infra.images import STORY_FRAME, MediaRejected
 from infra.storage import Storage
 from models import PostStatus
 from settings import Settings
-from workers.jobs import enqueue_process_story
+from workers.jobs import enqueue_process_story, retry_later
 from workers.media import process_media_item
 
 log = logging.getLogger("instagraph.worker.stories")
@@ -56,10 +54,7 @@ async def process_story(ctx: dict[str, Any], story_id: int) -> str:
         return "failed"
     except Exception as exc:
         # Storage or database trouble: try again later, backing off (as posts do).
-        if ctx["job_try"] >= ctx["max_tries"]:
-            raise
-        log.warning("story %s: transient failure, retrying: %r", story_id, exc)
-        raise Retry(defer=2 ** ctx["job_try"]) from exc
+        retry_later(ctx, exc, f"story {story_id}")
     async with engine.begin() as conn:
         ready = await story_domain.mark_ready(
             conn=conn, story_id=story_id, outcome=outcome, ttl=ttl
