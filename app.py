@@ -26,7 +26,8 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
@@ -44,9 +45,11 @@ from schema.compiler import DocumentCompiler
 from schema.context import Context
 from schema.documents import DocumentRegistry, PersistedQueryError
 from schema.fast_path import DOCUMENT_IDS, FastPath
-from settings import Settings, get_settings
+from settings import ROOT, Settings, get_settings
 
 log = logging.getLogger("instagraph")
+
+WEB_ROOT = ROOT / "web"
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -345,6 +348,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # The local backend is the blob store of a single-machine install: it takes
             # uploads and serves renditions itself. With S3 the API never carries bytes.
             *(local_storage_routes(storage) if isinstance(storage, LocalStorage) else []),
+            # The reference web client (web/README.md): static files, no build step.
+            *(
+                [Mount("/app", StaticFiles(directory=WEB_ROOT, html=True), name="web")]
+                if base_settings.web_app
+                else []
+            ),
         ],
         lifespan=lifespan,
     )

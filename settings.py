@@ -76,6 +76,9 @@ class Settings:
     apq_ttl_seconds: int = 24 * 3600
     # Larger documents still run, but are not stored (Redis holds no arbitrary blobs).
     apq_max_document_bytes: int = 32 * 1024
+    # The reference web client at /app (web/): on in development, off in production
+    # unless WEB_APP=true.
+    web_app: bool = True
     # Media storage (used by the media issue).
     storage_backend: str = "local"
     media_root: Path = field(default_factory=lambda: ROOT / ".data" / "media")
@@ -187,6 +190,7 @@ def load_settings() -> Settings:
         apq_enabled=_env_bool("APQ_ENABLED", True),
         apq_ttl_seconds=_env_int("APQ_TTL_SECONDS", 24 * 3600),
         apq_max_document_bytes=_env_int("APQ_MAX_DOCUMENT_BYTES", 32 * 1024),
+        web_app=_env_bool("WEB_APP", env != "production"),
         storage_backend=_env("STORAGE_BACKEND", "local"),
         media_root=Path(_env("MEDIA_ROOT", str(data_dir / "media"))).resolve(),
         public_base_url=_env("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
