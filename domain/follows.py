@@ -324,6 +324,19 @@ async def followees_among(
     return {row[0] for row in rows}
 
 
+async def requested_among(
+    *, conn: AsyncConnection, requester_id: int, user_ids: list[int]
+) -> set[int]:
+    """Which of user_ids requester_id has a pending follow request to."""
+    rows = await conn.execute(
+        select(requests.c.target_id).where(
+            requests.c.requester_id == requester_id, requests.c.target_id == any_(IDS)
+        ),
+        {"ids": user_ids},
+    )
+    return {row[0] for row in rows}
+
+
 async def followers_among(
     *, conn: AsyncConnection, followee_id: int, user_ids: list[int]
 ) -> set[int]:

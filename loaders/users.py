@@ -8,7 +8,7 @@ from aiodataloader import DataLoader
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.blocks import HiddenUsers
-from domain.follows import followees_among, followers_among
+from domain.follows import followees_among, followers_among, requested_among
 from domain.records import fetch_users
 from infra.cache import RecordCache
 from loaders.posts import MediaByPostIdLoader, PostByIdLoader
@@ -67,6 +67,13 @@ class FollowsViewerLoader(_FollowStateLoader):
         return await followers_among(conn=conn, followee_id=viewer_id, user_ids=keys)
 
 
+class RequestedByViewerLoader(_FollowStateLoader):
+    """Has the viewer a pending follow request to each of these users?"""
+
+    async def edges(self, conn: AsyncConnection, viewer_id: int, keys: list[int]) -> set[int]:
+        return await requested_among(conn=conn, requester_id=viewer_id, user_ids=keys)
+
+
 class Loaders:
     """Every loader of one request (or one WebSocket operation)."""
 
@@ -83,6 +90,7 @@ class Loaders:
         self.user_by_id = UserByIdLoader(engine, cache)
         self.followed_by_viewer = FollowedByViewerLoader(engine, viewer_id)
         self.follows_viewer = FollowsViewerLoader(engine, viewer_id)
+        self.requested_by_viewer = RequestedByViewerLoader(engine, viewer_id)
         self.post_by_id = PostByIdLoader(engine, cache)
         self.media_by_post_id = MediaByPostIdLoader(engine)
 
@@ -105,3 +113,4 @@ class Loaders:
         self.user_by_id.clear(user_id)
         self.followed_by_viewer.clear(user_id)
         self.follows_viewer.clear(user_id)
+        self.requested_by_viewer.clear(user_id)

@@ -52,6 +52,13 @@ class User(Node):
     async def viewer_is_following(self, info: Info) -> bool:
         return await info.context.loaders.followed_by_viewer.load(self.pk)
 
+    @strawberry.field(
+        description="Whether the viewer has asked to follow this private account and awaits "
+        "its approval (false once approved: `viewerIsFollowing` is then true)."
+    )
+    async def viewer_has_requested_follow(self, info: Info) -> bool:
+        return await info.context.loaders.requested_by_viewer.load(self.pk)
+
     @strawberry.field(description="Whether this account follows the viewer.")
     async def follows_viewer(self, info: Info) -> bool:
         return await info.context.loaders.follows_viewer.load(self.pk)

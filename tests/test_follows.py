@@ -229,3 +229,35 @@ async def test_a_private_accounts_follow_lists_are_for_its_followers(gql, factor
         assert len(data["edges"]) == count, viewer
     # The counts stay public, as on a private profile page.
     assert await counts(gql, "owner") == {"followerCount": 1, "followingCount": 0}
+
+
+REQUESTED = """query ($u: String!) { user(username: $u) {
+  viewerIsFollowing viewerHasRequestedFollow } }"""
+
+
+async def test_the_viewer_sees_its_pending_request_until_answered(gql, factory):
+    owner = await factory.user("owner", is_private=True)
+    asker = await factory.user("asker")
+    state = {"viewerIsFollowing": False, "viewerHasRequestedFollow": False}
+    assert (await gql(REQUESTED, token=asker.token, u="owner"))["user"] == state
+    await gql(FOLLOW, token=asker.token, id=owner.id)
+    state["viewerHasRequestedFollow"] = True
+    assert (await gql(REQUESTED, token=asker.token, u="owner"))["user"] == state
+    # Nobody else sees the asker's request; an anonymous viewer has none
+    assert (await gql(REQUESTED, u="owner"))["user"]["viewerHasRequestedFollow"] is False
+    assert (await gql(REQUESTED, token=owner.token, u="asker"))["user"] == {
+        "viewerIsFollowing": False,
+        "viewerHasRequestedFollow": False,
+    }
+    await gql(APPROVE, token=owner.token, id=asker.id)
+    assert (await gql(REQUESTED, token=asker.token, u="owner"))["user"] == {
+        "viewerIsFollowing": True,
+        "viewerHasRequestedFollow": False,
+    }
+    # Withdrawn: unfollow cancels a pending request
+    other = await factory.user("other")
+    await gql(FOLLOW, token=other.token, id=owner.id)
+    await gql(UNFOLLOW, token=other.token, id=owner.id)
+    assert (await gql(REQUESTED, token=other.token, u="owner"))["user"][
+        "viewerHasRequestedFollow"
+    ] is False
