@@ -8,13 +8,15 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test lint schema migrate worker bench bench-media profile seed clean help
+.PHONY: run test lint schema documents codegen migrate worker bench bench-media profile seed clean help
 
 help:
 	@echo "make run      start PostgreSQL, Redis, the API (GraphiQL on http://127.0.0.1:8000/graphql) and the worker"
 	@echo "make test     run the test suite against real embedded PostgreSQL, Redis and S3 (moto server)"
 	@echo "make lint     ruff and mypy"
 	@echo "make schema   export the server's SDL to schema.graphql"
+	@echo "make documents  web/app/documents.js and web/trusted-documents.json from web/graphql/*.graphql"
+	@echo "make codegen  the TypeScript example's typed documents (GraphQL Code Generator; needs npm), then make documents"
 	@echo "make bench    run the benchmarks (media, feed, like burst, user search); results in bench/results/"
 	@echo "make profile  where one feed page's time goes, stage by stage (docs/benchmarks.md)"
 	@echo "make seed     after make run: demo users, follows and posts through the real API"
@@ -39,6 +41,20 @@ lint: $(STAMP)
 
 schema: $(STAMP)
 	$(PY) -m schema.export
+
+# The web client's persisted documents and the server's default trusted-documents
+# manifest (which also takes in the TypeScript example's persisted documents).
+documents: $(STAMP)
+	$(PY) -m schema.manifest --web
+
+# Typed document nodes for examples/typescript from schema.graphql and web/graphql/.
+TS_EXAMPLE := examples/typescript
+$(TS_EXAMPLE)/node_modules/.package-lock.json: $(TS_EXAMPLE)/package-lock.json
+	cd $(TS_EXAMPLE) && npm ci --no-audit --no-fund
+
+codegen: $(STAMP) $(TS_EXAMPLE)/node_modules/.package-lock.json
+	cd $(TS_EXAMPLE) && npm run --silent codegen
+	$(MAKE) --no-print-directory documents
 
 migrate: $(STAMP)
 	$(PY) run.py --migrate-only

@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
-from cross_web import AsyncHTTPRequestAdapter, StarletteRequestAdapter
+from cross_web import AsyncHTTPRequestAdapter, HTTPException, StarletteRequestAdapter
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -32,10 +32,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.unset import UNSET
 
+from infra.cors import CrossOriginMiddleware, OriginList, allowed_headers
 from infra.metrics import STRAWBERRY, MetricsMiddleware, metrics
 from infra.resources import Resources
 from infra.security import user_id_from_authorization
@@ -45,6 +47,15 @@ from schema.compiler import DocumentCompiler
 from schema.context import Context
 from schema.documents import DocumentRegistry, PersistedQueryError
 from schema.fast_path import DOCUMENT_IDS, FastPath
+from schema.graphql_http import (
+    JSON,
+    graphql_response,
+    http_error_response,
+    mutation_over_get,
+    negotiate,
+    persisted_query_error_response,
+    subscription_not_streamed,
+)
 from settings import ROOT, Settings, get_settings
 
 log = logging.getLogger("instagraph")
@@ -105,12 +116,41 @@ class RequestAdapter(StarletteRequestAdapter):
 class GraphQLApp(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context, auth, a faster JSON encoder, persisted
     documents, and the compiled fast path in front (`schema.fast_path`): requests it
-    serves never reach Strawberry's machinery; every other request does, unchanged."""
+    serves never reach Strawberry's machinery; every other request does, unchanged.
+    Both answer with the media types and status codes of `schema.graphql_http`."""
 
     websocket_adapter_class = TextFrameWebSocketAdapter
     request_adapter_class = RequestAdapter
     # Set by the lifespan once Redis (for registered documents) is there.
     fast_path: FastPath | None = None
+
+    def __init__(self, *args: Any, origins: OriginList, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Pages on these origins may open the WebSocket (the CORS list, infra/cors.py).
+        self.origins = origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope=scope, receive=receive)
+        response: Response | WebSocket
+        try:
+            response = await self.run(request)
+        except HTTPException as error:
+            media_type = negotiate(request.headers.get("accept"))
+            refused = error.__cause__
+            if isinstance(refused, InvalidOperationTypeError):
+                # A mutation or subscription over GET, or a subscription over a POST
+                # that does not stream (`InstagraphSchema.execute`): nothing ran.
+                if request.method == "GET":
+                    response = mutation_over_get(refused.operation_type.value, media_type)
+                else:
+                    response = subscription_not_streamed(media_type)
+            else:
+                response = http_error_response(error.status_code, error.reason, media_type)
+        assert isinstance(response, Response)  # an HTTP request gets an HTTP response
+        await response(scope, receive, send)
 
     async def run(  # type: ignore[override]  # Strawberry's overloads split HTTP from WS
         self, request: Request | WebSocket, context: Any = UNSET, root_value: Any = UNSET
@@ -123,12 +163,34 @@ class GraphQLApp(GraphQL[Context, None]):
         try:
             return await super().run(request, context, root_value)
         except PersistedQueryError as error:  # from parse_http_body, for Strawberry's path
-            return Response(
-                orjson.dumps(error.response()),
-                status_code=error.status,
-                headers=error.headers,
-                media_type="application/json",
-            )
+            return persisted_query_error_response(error, negotiate(request.headers.get("accept")))
+
+    def is_websocket_origin_allowed(self, request: WebSocket, origin: str) -> bool:
+        """Asked by Strawberry for cross-origin handshakes only: one without `Origin` (a
+        non-browser client) or from the API's own origin is allowed before it asks."""
+        return self.origins.allows(origin)
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        """The response resolvers may add headers to, carrying the media type the client
+        accepts for `create_response`."""
+        sub_response = await super().get_sub_response(request)
+        sub_response.media_type = negotiate(request.headers.get("accept"))
+        return sub_response
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        """Strawberry's response, with the status and media type chosen by the one rule
+        the fast path follows too (`schema.graphql_http.graphql_response`)."""
+        response = graphql_response(response_data, sub_response.media_type or JSON)
+        response.headers.raw.extend(sub_response.headers.raw)
+        if sub_response.background:
+            response.background = sub_response.background
+        if sub_response.status_code:
+            response.status_code = sub_response.status_code
+        return response
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         """Not for a GET that names its document by hash or id (Apollo Client's hashed
@@ -287,6 +349,9 @@ async def embedded_services(settings: Settings) -> AsyncIterator[Settings]:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     base_settings = settings or get_settings()
+    # Checked first: a malformed entry stops the app before anything else starts.
+    origins = OriginList(base_settings.cors_origins)
+    allowed_headers(base_settings.cors_allow_headers)
     storage = create_storage(base_settings)
     schema = create_schema(base_settings)
     # Compiled on a document's second request: a stream of one-off documents never
@@ -295,7 +360,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     graphql = GraphQLApp(
         schema,
         graphql_ide=None if base_settings.is_production else "graphiql",
-        allowed_origins=base_settings.allowed_origins,
+        origins=origins,
         connection_init_wait_timeout=timedelta(seconds=10),
         # Every protocol a standard client speaks (docs/subscriptions.md): the two
         # WebSocket subprotocols on ws://.../graphql, and Apollo's multipart HTTP
@@ -340,7 +405,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            # Every method reaches the view, which answers 405 with `Allow: GET, POST` to
+            # the others (HEAD included, which Starlette would add to a GET route).
+            Route("/graphql", graphql),
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
@@ -357,6 +424,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    # Innermost first: CORS headers go on every answer of its routes, errors included;
+    # the request id goes on the preflight answers too. With no origin allowed
+    # (production's default) there is nothing to answer: not installed at all.
+    if origins:
+        app.add_middleware(
+            CrossOriginMiddleware, origins=origins, headers=base_settings.cors_allow_headers
+        )
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

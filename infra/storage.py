@@ -19,6 +19,11 @@ Clients upload straight to storage, never through the API process's memory:
   policy limits size, content type and key, or, for large videos, a multipart
   upload with one presigned ``UploadPart`` URL per part. ``complete_multipart``
   lists the parts itself: the client's word about its parts is never needed.
+  A browser uploads there cross-origin: the bucket needs the CORS rules
+  ``bucket_cors_rules`` builds from CORS_ALLOW_ORIGINS. For a real bucket,
+  ``python -m infra.storage --print-cors`` prints them for
+  ``aws s3api put-bucket-cors`` (docs/front-end.md); ``ensure_bucket``, which only
+  the tests call, applies them to moto's buckets.
 
 Neither an S3 POST policy nor a multipart upload is a substitute for the worker's
 own checks (size, magic bytes): S3-compatible stores differ in what they
@@ -32,6 +37,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import math
 import mimetypes
 import os
@@ -53,7 +59,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from settings import Settings
+from infra.cors import PREFLIGHT_MAX_AGE_SECONDS, OriginList
+from settings import Settings, cors_origins_from_environment, env_from_environment
+
+log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -692,6 +701,9 @@ def local_storage_routes(storage: LocalStorage) -> list[Route]:
             "ETag": obj.etag,
             "Cache-Control": obj.cache_control,
             "X-Content-Type-Options": "nosniff",
+            # Cached answers differ by Origin (infra/cors.py adds CORS headers only to a
+            # request that has one): a cache must not give a page one stored without.
+            "Vary": "Origin",
         }
         if _etag_matches(request.headers.get("if-none-match"), obj.etag):
             return Response(status_code=304, headers=headers)
@@ -706,6 +718,39 @@ def local_storage_routes(storage: LocalStorage) -> list[Route]:
 
 
 # --------------------------------------------------------------------------- S3
+
+
+def bucket_cors_rules(settings: Settings) -> list[dict[str, Any]]:
+    """The bucket's CORS rules (the `CORSRules` of S3's PutBucketCors) that let pages on
+    the allowed origins (CORS_ALLOW_ORIGINS) upload straight to the bucket and read
+    renditions from it: presigned POSTs, multipart parts PUT with their ETag read back
+    for completion, and GET/HEAD of images drawn on a canvas. Empty when no origin is
+    allowed (production's default).
+
+    One rule, not one per origin: S3 takes the first rule that matches, and one rule
+    with every origin says the same (moto also needs it so: it checks every rule).
+    """
+    origins = OriginList(settings.cors_origins)
+    if not origins:
+        return []
+    return [
+        {
+            "AllowedOrigins": list(origins.normalized),
+            "AllowedMethods": ["GET", "HEAD", "POST", "PUT"],
+            # Requests a page sends carry Content-Type (a part's type) at most; any
+            # header is harmless, as none carries credentials to the bucket.
+            "AllowedHeaders": ["*"],
+            # Standard multipart clients (Uppy's, the AWS SDK's) read each part's ETag;
+            # ours need not (complete_multipart lists the parts), but may.
+            "ExposeHeaders": ["ETag"],
+            "MaxAgeSeconds": PREFLIGHT_MAX_AGE_SECONDS,
+        }
+    ]
+
+
+# What S3-compatible stores answer to an API they lack (S3's own code, and MinIO's and
+# Ceph's variants for a bucket subresource they do not implement).
+_NOT_IMPLEMENTED = ("NotImplemented", "MethodNotAllowed", "XNotImplemented")
 
 
 def _error_code(exc: ClientError) -> str:
@@ -758,6 +803,7 @@ class S3Storage:
         self._client: Any = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._lock = asyncio.Lock()
+        self._cors_rules = bucket_cors_rules(settings)
 
     async def _s3(self) -> Any:
         if self._client is None:
@@ -779,22 +825,39 @@ class S3Storage:
                 await stack.aclose()
 
     async def ensure_bucket(self) -> None:
-        """Create the bucket if it does not exist (development and tests)."""
+        """Create the bucket if it does not exist, and give it `bucket_cors_rules` (the
+        tests' buckets on moto; a real bucket is configured by its owner, with
+        `python -m infra.storage --print-cors`). A store without PutBucketCors (some
+        configure CORS server-wide) gets a warning, not an error."""
         s3 = await self._s3()
         try:
             await s3.head_bucket(Bucket=self.bucket)
-            return
         except ClientError as exc:
             if not _is_not_found(exc):
                 raise
-        kwargs: dict[str, Any] = {"Bucket": self.bucket}
-        if self.region and self.region != "us-east-1":
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+            kwargs: dict[str, Any] = {"Bucket": self.bucket}
+            if self.region and self.region != "us-east-1":
+                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+            try:
+                await s3.create_bucket(**kwargs)
+            except ClientError as exc:
+                if _error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+        if not self._cors_rules:
+            return
         try:
-            await s3.create_bucket(**kwargs)
+            await s3.put_bucket_cors(
+                Bucket=self.bucket, CORSConfiguration={"CORSRules": self._cors_rules}
+            )
         except ClientError as exc:
-            if _error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            if _error_code(exc) not in _NOT_IMPLEMENTED:
                 raise
+            log.warning(
+                "bucket %s: the store does not take bucket CORS rules (%s); configure CORS "
+                "on the store itself for browser uploads (docs/front-end.md)",
+                self.bucket,
+                _error_code(exc),
+            )
 
     async def upload_target(
         self,
@@ -1074,3 +1137,44 @@ class S3Storage:
         if self._endpoint:
             return f"{self._endpoint}/{self.bucket}/{key}"
         return f"https://{self.bucket}.s3.{self.region}.amazonaws.com/{key}"
+
+
+def print_cors() -> None:
+    """`python -m infra.storage --print-cors`: the bucket CORS configuration for the
+    environment's CORS_ALLOW_ORIGINS, as `aws s3api put-bucket-cors --bucket B
+    --cors-configuration file://cors.json` takes it.
+
+    CORS_ALLOW_ORIGINS must be set: the environment's default (localhost in development,
+    none in production) is never what a real bucket wants. Exits non-zero, saying why,
+    when it is unset or names no origin, or on a malformed entry or ENV.
+    """
+    try:
+        env = env_from_environment()
+        origins = cors_origins_from_environment()
+        if origins is None:
+            raise SystemExit(
+                "set CORS_ALLOW_ORIGINS to the origins of the pages that upload to the "
+                "bucket (e.g. CORS_ALLOW_ORIGINS=https://app.example.com); the "
+                "environment's default is not printed"
+            )
+        rules = bucket_cors_rules(Settings(env=env, cors_allow_origins=origins))
+    except (RuntimeError, ValueError) as exc:
+        raise SystemExit(str(exc)) from exc
+    if not rules:
+        raise SystemExit("CORS_ALLOW_ORIGINS names no origin: there are no rules to print")
+    print(json.dumps({"CORSRules": rules}, indent=2))
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m infra.storage")
+    parser.add_argument(
+        "--print-cors",
+        action="store_true",
+        help="print the S3 bucket CORS configuration for CORS_ALLOW_ORIGINS",
+    )
+    if parser.parse_args().print_cors:
+        print_cors()
+    else:
+        parser.print_help()

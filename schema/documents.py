@@ -72,7 +72,8 @@ def hash_document(text: str) -> str:
 class PersistedQueryError(Exception):
     """A persisted-query protocol error, answered before any parsing or execution.
 
-    The view sends `response()` as the JSON body with `status` and `headers`.
+    The view sends `response()` as the body with `status` and `headers`, in the media
+    type the client accepts (`schema.graphql_http.persisted_query_error_response`).
     """
 
     def __init__(self, code: str, message: str, status: int) -> None:
@@ -88,12 +89,16 @@ class PersistedQueryError(Exception):
     @classmethod
     def not_found(cls) -> PersistedQueryError:
         """APQ: the hash is unknown; the client should retry with the text (HTTP 200, like
-        Apollo Server, so clients that treat 4xx as fatal still retry)."""
+        Apollo Server, so clients that treat 4xx as fatal still retry). 200 whatever the
+        client accepts: this is a step of the APQ handshake, not a failed request, and
+        Apollo Client sends `Accept: application/graphql-response+json` too (and Apollo's
+        persisted-query links have treated a 400 as "the server cannot do APQ")."""
         return cls("PERSISTED_QUERY_NOT_FOUND", NOT_FOUND_MESSAGE, 200)
 
     @classmethod
     def not_supported(cls) -> PersistedQueryError:
-        """APQ is switched off; Apollo Client and urql stop hashing and send full text."""
+        """APQ is switched off; Apollo Client and urql stop hashing and send full text
+        (HTTP 200, as for `not_found`)."""
         return cls("PERSISTED_QUERY_NOT_SUPPORTED", NOT_SUPPORTED_MESSAGE, 200)
 
     @classmethod

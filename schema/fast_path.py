@@ -12,6 +12,7 @@ tests in tests/test_compiler.py hold the compiled one to that).
 
 Persisted documents are resolved first, for both paths: an Apollo APQ hash or a
 trusted-document id becomes its text, or the request gets the protocol's error.
+Status codes and media types are `schema.graphql_http`'s, as on Strawberry's path.
 """
 
 from __future__ import annotations
@@ -29,10 +30,16 @@ from infra.metrics import COMPILED
 from schema.compiler import DocumentCompiler, FallBack
 from schema.context import Context
 from schema.documents import DocumentRegistry, PersistedQueryError
+from schema.graphql_http import (
+    JSON,
+    graphql_response,
+    mutation_over_get,
+    negotiate,
+    persisted_query_error_response,
+)
 
 log = logging.getLogger(__name__)
 
-JSON = "application/json"
 _UNSEEN = object()
 ContextFactory = Callable[[Request], Awaitable[Context]]
 DOCUMENT_IDS = ("documentId", "doc_id")
@@ -62,11 +69,12 @@ class FastPath:
         if data is None:
             return None
         query, variables, operation_name, extensions, document_id = data
+        media_type = negotiate(request.headers.get("accept"))
         if self.documents is not None:
             try:
                 query = await self.documents.resolve(query, extensions, document_id=document_id)
             except PersistedQueryError as error:
-                return _json(error.response(), error.status, error.headers)
+                return persisted_query_error_response(error, media_type)
             # Strawberry's path (when the document is not compiled) takes it from here.
             request.state.graphql_document = query
         if query is None or self.streaming(request.headers):
@@ -75,7 +83,9 @@ class FastPath:
         if compiled is None:
             return None
         if request.method == "GET" and compiled.operation_type is not OperationType.QUERY:
-            return None  # Strawberry refuses it with its own wording
+            # Not reached today (the compiler takes queries only), but if it ever is: the
+            # same 405 as Strawberry's path, which answers every mutation over GET.
+            return mutation_over_get(compiled.operation_type.value, media_type)
         try:
             result = await compiled.execute(await make_context(request), variables)
         except FallBack:
@@ -86,7 +96,7 @@ class FastPath:
             log.exception("compiled execution failed; Strawberry answers: %.80s", query)
             return None
         COMPILED.inc()
-        return _json(result, 200)
+        return graphql_response(result, media_type)
 
     async def resolve_document(
         self, request: Request, query: str | None, extensions: Any
@@ -101,10 +111,6 @@ class FastPath:
         return await self.documents.resolve(
             query, extensions if isinstance(extensions, dict) else None
         )
-
-
-def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=JSON)
 
 
 async def _request_data(

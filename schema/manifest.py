@@ -2,14 +2,21 @@
 
     python -m schema.manifest src/graphql/*.graphql -o trusted-documents.json
     python -m schema.manifest src/graphql/ --per-operation --prefixed -o manifest.json
+    python -m schema.manifest --web          # what `make documents` runs
 
-Each file (or, with `--per-operation`, each operation with the fragments it uses) is
-checked against `schema.graphql` and written as `{"<sha256 hex>": "<document>"}`,
-the format `TRUSTED_DOCUMENTS` loads. The hash is taken over the exact text the
-client must send: a whole file byte for byte, or an operation as graphql-core prints
-it. A client that sends something else (Apollo Client adds `__typename`, Relay and
-GraphQL Code Generator print their own text) must use its own tool's manifest;
-see docs/persisted-queries.md.
+Each file (or, with `--per-operation`, each operation with the fragments it uses,
+wherever among the given files they are defined) is checked against `schema.graphql`
+and written as `{"<sha256 hex>": "<document>"}`, the format `TRUSTED_DOCUMENTS` loads.
+The hash is taken over the exact text the client must send: a whole file byte for byte,
+or an operation as graphql-core prints it. A client that sends something else (Apollo
+Client adds `__typename`, Relay and GraphQL Code Generator print their own text) must
+use its own tool's manifest, merged in with `--include`; see docs/persisted-queries.md.
+
+`--web` generates the reference web client's two files from web/graphql/*.graphql:
+web/app/documents.js (each operation's text and hash, imported by the client) and
+web/trusted-documents.json (the server's default manifest), which also takes in the
+persisted documents GraphQL Code Generator wrote for the TypeScript example
+(examples/typescript), so both clients' hashes are trusted.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from graphql import (
@@ -35,34 +43,49 @@ from graphql import (
 )
 from graphql.language import Visitor
 
-from schema.documents import hash_document
+from schema.documents import ManifestError, hash_document, load_manifest
 from settings import ROOT
+
+WEB_DOCUMENTS = ROOT / "web" / "graphql"
+WEB_DOCUMENTS_JS = ROOT / "web" / "app" / "documents.js"
+WEB_MANIFEST = ROOT / "web" / "trusted-documents.json"
+CODEGEN_DOCUMENTS = ROOT / "examples" / "typescript" / "src" / "gql" / "persisted-documents.json"
+WEB_COMMAND = "`make documents` (python -m schema.manifest --web)"
 
 
 class _SpreadCollector(Visitor):
+    """Fragment names spread by a node, in document order, each once."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.names: set[str] = set()
+        self.names: dict[str, None] = {}
 
     def enter_fragment_spread(self, node: FragmentSpreadNode, *_: object) -> None:
-        self.names.add(node.name.value)
+        self.names.setdefault(node.name.value)
 
 
 def _fragments_used(
     node: OperationDefinitionNode | FragmentDefinitionNode,
     fragments: dict[str, FragmentDefinitionNode],
 ) -> list[FragmentDefinitionNode]:
-    """The fragments `node` spreads, recursively, in first-use order."""
+    """The fragments `node` spreads, transitively, in first-use order."""
     seen: dict[str, FragmentDefinitionNode] = {}
     pending = [node]
     while pending:
         collector = _SpreadCollector()
-        visit(pending.pop(), collector)
-        for name in sorted(collector.names):
+        visit(pending.pop(0), collector)
+        for name in collector.names:
             if name not in seen and name in fragments:
                 seen[name] = fragments[name]
                 pending.append(fragments[name])
     return list(seen.values())
+
+
+def _print_operation(
+    operation: OperationDefinitionNode, fragments: dict[str, FragmentDefinitionNode]
+) -> str:
+    parts = [operation, *_fragments_used(operation, fragments)]
+    return "\n\n".join(print_ast(part) for part in parts)
 
 
 def operations_of(document: DocumentNode) -> list[str]:
@@ -70,12 +93,18 @@ def operations_of(document: DocumentNode) -> list[str]:
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
     }
-    printed = []
-    for definition in document.definitions:
-        if isinstance(definition, OperationDefinitionNode):
-            parts = [definition, *_fragments_used(definition, fragments)]
-            printed.append("\n\n".join(print_ast(part) for part in parts))
-    return printed
+    return [
+        _print_operation(definition, fragments)
+        for definition in document.definitions
+        if isinstance(definition, OperationDefinitionNode)
+    ]
+
+
+@dataclass(frozen=True)
+class Operation:
+    path: Path
+    name: str | None
+    text: str
 
 
 def _graphql_files(paths: Iterable[Path]) -> list[Path]:
@@ -88,31 +117,81 @@ def _graphql_files(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
+def _parse_files(
+    paths: Sequence[Path], problems: list[str]
+) -> list[tuple[Path, str, DocumentNode]]:
+    parsed = []
+    for path in _graphql_files(paths):
+        text = path.read_text(encoding="utf-8")
+        try:
+            parsed.append((path, text, parse(text)))
+        except GraphQLError as exc:
+            problems.append(f"{path}: {exc.message}")
+    return parsed
+
+
+def _operations(
+    parsed: Sequence[tuple[Path, str, DocumentNode]], problems: list[str]
+) -> list[Operation]:
+    """Every operation of the files, printed with the fragments it uses from any file."""
+    fragments: dict[str, FragmentDefinitionNode] = {}
+    where: dict[str, Path] = {}
+    for path, _, document in parsed:
+        for definition in document.definitions:
+            if isinstance(definition, FragmentDefinitionNode):
+                name = definition.name.value
+                if name in where and where[name] != path:
+                    problems.append(f"{path}: fragment {name} is also defined in {where[name]}")
+                fragments[name] = definition
+                where[name] = path
+    return [
+        Operation(
+            path,
+            definition.name.value if definition.name else None,
+            _print_operation(definition, fragments),
+        )
+        for path, _, document in parsed
+        for definition in document.definitions
+        if isinstance(definition, OperationDefinitionNode)
+    ]
+
+
+def _validated(
+    path: Path, document: str, schema: GraphQLSchema | None, problems: list[str]
+) -> bool:
+    if schema is None:
+        return True
+    errors = validate(schema, parse(document))
+    problems.extend(f"{path}: {error.message}" for error in errors)
+    return not errors
+
+
 def build_manifest(
     paths: Sequence[Path],
     *,
     schema: GraphQLSchema | None,
     per_operation: bool = False,
     prefixed: bool = False,
+    include: Sequence[Path] = (),
 ) -> dict[str, str]:
     """`{hash: document}` for the given files or directories (recursing into *.graphql,
-    *.gql). Raises ValueError listing every document that fails to parse or validate."""
-    manifest: dict[str, str] = {}
+    *.gql), plus the documents of the `include`d manifests (any format the server loads).
+    Raises ValueError listing every document that fails to parse or validate."""
     problems: list[str] = []
-    for path in _graphql_files(paths):
-        text = path.read_text(encoding="utf-8")
+    parsed = _parse_files(paths, problems)
+    documents: list[tuple[Path, str]]
+    if per_operation:
+        documents = [(op.path, op.text) for op in _operations(parsed, problems)]
+    else:
+        documents = [(path, text) for path, text, _ in parsed]
+    for manifest_path in include:
         try:
-            parsed = parse(text)
-        except GraphQLError as exc:
-            problems.append(f"{path}: {exc.message}")
-            continue
-        documents = operations_of(parsed) if per_operation else [text]
-        for document in documents:
-            if schema is not None:
-                errors = validate(schema, parse(document))
-                problems.extend(f"{path}: {error.message}" for error in errors)
-                if errors:
-                    continue
+            documents.extend((manifest_path, doc) for doc in load_manifest(manifest_path).values())
+        except ManifestError as exc:
+            problems.append(str(exc))
+    manifest: dict[str, str] = {}
+    for path, document in documents:
+        if _validated(path, document, schema, problems):
             digest = hash_document(document)
             manifest[f"sha256:{digest}" if prefixed else digest] = document
     if problems:
@@ -120,12 +199,77 @@ def build_manifest(
     return dict(sorted(manifest.items()))
 
 
+def named_operations(paths: Sequence[Path], *, schema: GraphQLSchema | None) -> dict[str, str]:
+    """`{operation name: printed document}` for a client that looks operations up by
+    name. Raises ValueError on anonymous or duplicate operations, and as build_manifest."""
+    problems: list[str] = []
+    operations = _operations(_parse_files(paths, problems), problems)
+    named: dict[str, str] = {}
+    origin: dict[str, Path] = {}
+    for op in operations:
+        if op.name is None:
+            problems.append(f"{op.path}: every operation needs a name")
+        elif op.name in named:
+            problems.append(f"{op.path}: operation {op.name} is also defined in {origin[op.name]}")
+        elif _validated(op.path, op.text, schema, problems):
+            named[op.name] = op.text
+            origin[op.name] = op.path
+    if problems:
+        raise ValueError("\n".join(problems))
+    return named
+
+
+def documents_module(operations: dict[str, str], *, source: str, command: str) -> str:
+    """An ES module exporting `documents = {Name: {text, hash}}` (web/app/documents.js)."""
+    entries = {
+        name: {"text": text, "hash": hash_document(text)} for name, text in operations.items()
+    }
+    return (
+        f"// Generated from {source} by {command}: do not edit.\n"
+        "// Each operation with the fragments it uses, as the client sends it; `hash` is the\n"
+        "// SHA-256 of `text`, and web/trusted-documents.json holds the same documents.\n"
+        f"export const documents = {json.dumps(entries, indent=2, ensure_ascii=False)};\n"
+    )
+
+
+def manifest_json(manifest: dict[str, str]) -> str:
+    return json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+
+
+def web_client_files(schema: GraphQLSchema | None = None) -> dict[Path, str]:
+    """The contents `make documents` writes: web/app/documents.js and
+    web/trusted-documents.json (the web client's operations, and the TypeScript
+    example's persisted documents when they have been generated)."""
+    if schema is None:
+        schema = build_schema((ROOT / "schema.graphql").read_text(encoding="utf-8"))
+    operations = named_operations([WEB_DOCUMENTS], schema=schema)
+    include = [CODEGEN_DOCUMENTS] if CODEGEN_DOCUMENTS.is_file() else []
+    manifest = build_manifest([WEB_DOCUMENTS], schema=schema, per_operation=True, include=include)
+    source = f"{WEB_DOCUMENTS.relative_to(ROOT)}/*.graphql"
+    return {
+        WEB_DOCUMENTS_JS: documents_module(operations, source=source, command=WEB_COMMAND),
+        WEB_MANIFEST: manifest_json(manifest),
+    }
+
+
+def _write_web_files(schema: GraphQLSchema) -> None:
+    files = web_client_files(schema)
+    for path, text in files.items():
+        path.write_text(text, encoding="utf-8")
+    count = len(json.loads(files[WEB_MANIFEST]))
+    print(
+        f"wrote {WEB_DOCUMENTS_JS.relative_to(ROOT)} and {WEB_MANIFEST.relative_to(ROOT)} "
+        f"({count} documents)",
+        file=sys.stderr,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m schema.manifest",
         description="Build a trusted-documents manifest ({sha256: document}) from .graphql files.",
     )
-    parser.add_argument("paths", nargs="+", type=Path, help=".graphql files or directories")
+    parser.add_argument("paths", nargs="*", type=Path, help=".graphql files or directories")
     parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     parser.add_argument(
         "--per-operation",
@@ -137,6 +281,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--prefixed", action="store_true", help="write keys as 'sha256:<hex>' instead of '<hex>'"
     )
     parser.add_argument(
+        "--include",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="MANIFEST",
+        help="also take in the documents of this manifest (e.g. GraphQL Code Generator's "
+        "persisted-documents.json); repeatable",
+    )
+    parser.add_argument(
+        "--web",
+        action="store_true",
+        help="write web/app/documents.js and web/trusted-documents.json from web/graphql/ "
+        "(what `make documents` runs); takes no paths",
+    )
+    parser.add_argument(
         "--schema",
         type=Path,
         default=ROOT / "schema.graphql",
@@ -144,10 +303,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-validate", action="store_true", help="skip schema validation")
     args = parser.parse_args(argv)
-    schema = None if args.no_validate else build_schema(args.schema.read_text(encoding="utf-8"))
+    if args.web and (args.paths or args.output or args.include or args.no_validate):
+        parser.error("--web takes no paths, --output, --include or --no-validate")
+    if not args.web and not args.paths:
+        parser.error("give .graphql files or directories (or --web)")
     try:
+        sdl = args.schema.read_text(encoding="utf-8")
+        if args.web:
+            _write_web_files(build_schema(sdl))
+            return 0
+        schema = None if args.no_validate else build_schema(sdl)
         manifest = build_manifest(
-            args.paths, schema=schema, per_operation=args.per_operation, prefixed=args.prefixed
+            args.paths,
+            schema=schema,
+            per_operation=args.per_operation,
+            prefixed=args.prefixed,
+            include=args.include,
         )
     except ValueError as exc:
         print(exc, file=sys.stderr)
@@ -155,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"cannot read documents: {exc}", file=sys.stderr)
         return 1
-    out = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+    out = manifest_json(manifest)
     if args.output:
         args.output.write_text(out, encoding="utf-8")
         print(f"{len(manifest)} documents written to {args.output}", file=sys.stderr)

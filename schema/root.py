@@ -25,8 +25,8 @@ from strawberry.extensions import (
 )
 from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
-from strawberry.schema.schema import StreamResult
-from strawberry.types import ExecutionContext
+from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES, StreamResult
+from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
@@ -43,6 +43,7 @@ from schema.common import Node, scalar_map
 from schema.context import IsAuthenticated
 from schema.documents import DocumentRegistry, PersistedQueryError
 from schema.errors import ErrorCode
+from schema.graphql_http import is_request_error
 from schema.posts import (
     CreatePostPayload,
     DeletePayload,
@@ -208,6 +209,35 @@ class InstagraphSchema(strawberry.Schema):
         # names its document through it, so trusted-only mode holds on every transport.
         self.documents: DocumentRegistry | None = None
 
+    async def execute(  # Strawberry's signature
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        """Strawberry's, for one answer: never a subscription. Streamed transports go
+        through `stream` (multipart HTTP) and `subscribe` (WebSocket); a subscription
+        over a plain GET or POST raises InvalidOperationTypeError before anything runs,
+        which the view answers 405 or 400 (`schema.graphql_http`)."""
+        allowed = set(
+            DEFAULT_ALLOWED_OPERATION_TYPES
+            if allowed_operation_types is None
+            else allowed_operation_types
+        )
+        return await super().execute(
+            query,
+            variable_values=variable_values,
+            context_value=context_value,
+            root_value=root_value,
+            operation_name=operation_name,
+            allowed_operation_types=allowed - {OperationType.SUBSCRIPTION},
+            operation_extensions=operation_extensions,
+        )
+
     async def stream(  # Strawberry's signature
         self,
         query: str | None,
@@ -243,7 +273,7 @@ class InstagraphSchema(strawberry.Schema):
             error.extensions = extensions
             if "code" in extensions:
                 continue
-            if error.path is None:
+            if is_request_error(error.path):
                 # Parse, validation or variable errors: the client sent something wrong.
                 too_complex = _TOO_COMPLEX.search(error.message)
                 code = ErrorCode.QUERY_TOO_COMPLEX if too_complex else ErrorCode.INVALID_INPUT

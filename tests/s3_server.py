@@ -6,19 +6,35 @@ passed through Settings (``s3_settings``), never through os.environ.
 
 moto does NOT enforce POST policy conditions, signatures or expiry: a test against
 it can show that an upload works, never that the store refuses one.
+
+moto's server answers every origin by default (flask-cors on the whole app); that is
+switched off here, so a bucket's own CORS rules (`infra.storage.bucket_cors_rules`,
+applied by `S3Storage.ensure_bucket`) decide, as on S3.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
+
+# Read once, when moto's server module is imported: set before the import below.
+os.environ["MOTO_DISABLE_GLOBAL_CORS"] = "true"
+
+from moto.moto_server import werkzeug_app
 from moto.server import ThreadedMotoServer
 
 from settings import Settings
+
+if not werkzeug_app.DISABLE_GLOBAL_CORS:
+    raise RuntimeError(
+        "moto was imported before tests/s3_server.py and answers CORS for every origin; "
+        "import this module first (tests/conftest.py does)"
+    )
 
 FAKE_ACCESS_KEY_ID = "testing"
 FAKE_SECRET_ACCESS_KEY = "testing"

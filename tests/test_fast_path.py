@@ -110,11 +110,13 @@ async def test_what_the_compiler_does_not_take_goes_through_strawberry(
         result = await gql(FOLLOW, token=fan.token, id=star.id)  # a mutation
     assert result["follow"]["errors"] == []
     assert (served.compiled, served.strawberry) == (0, 1)
-    # A mutation over GET is refused (GET is for queries only), in Strawberry's words.
+    # A mutation over GET is refused (GET is for queries only; the GraphQL-over-HTTP
+    # spec's 405 with Allow: POST), in Strawberry's words.
     response = await http.get(
         "/graphql", params={"query": 'mutation { logIn(username: "x", password: "y") { token } }'}
     )
-    assert response.status_code == 400
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
     assert "not allowed" in response.text
     # Malformed requests keep Strawberry's answers.
     response = await http.post(

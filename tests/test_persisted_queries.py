@@ -478,14 +478,20 @@ NODE = 'query N { node(id: "VXNlcjox") { id } }'  # an interface: never compiled
 
 
 async def test_http_protocol_errors_are_json_for_every_client(server, http):
-    for accept in (URQL_ACCEPT, "multipart/mixed", "*/*"):
+    # urql asks for application/graphql-response+json first (the GraphQL-over-HTTP
+    # spec's type, docs/front-end.md); the others get application/json.
+    for accept, media_type in (
+        (URQL_ACCEPT, "application/graphql-response+json"),
+        ("multipart/mixed", "application/json"),
+        ("*/*", "application/json"),
+    ):
         response = await http.post(
             "/graphql",
             json={"extensions": apq("query Unknown { __typename }")},
             headers={"Accept": accept},
         )
         assert response.status_code == 200
-        assert response.headers["content-type"].startswith("application/json")
+        assert response.headers["content-type"].startswith(media_type)
         assert "no-cache" in response.headers["cache-control"]
         assert response.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
     # urql registers and then runs by hash with its own Accept header.

@@ -1,0 +1,200 @@
+"""Browser tests: a real Chromium (Debian's package, driven by Playwright) using the
+reference web client (web/) served from another origin than the API, so every request
+the page makes is a cross-origin one (CORS, the WebSocket Origin check).
+
+One API server with a real worker (local storage, as `make run` runs it), one static
+file server for web/ and one Chromium serve the whole package; each test gets empty
+tables and Redis and fresh browser contexts (separate storage, like separate people).
+
+Without Chromium (or the playwright package) the test modules skip themselves, and
+pytest's summary says so (`-ra` in pyproject's addopts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+from infra.embedded import free_port
+from settings import DEFAULT_TRUSTED_DOCUMENTS, ROOT, Settings
+from tests.browser.helpers import CHROMIUM, OpenTab, Tab, artifact
+from tests.conftest import Server, _with_redis_db, clean_state, run_worker, serve
+from tests.factories import MadeUser
+from workers.feed import relay_outbox
+
+# Playwright is imported where it is used: without it (or without Chromium) the test
+# modules skip themselves, and this file must still import.
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
+
+log = logging.getLogger(__name__)
+
+WEB_ROOT = ROOT / "web"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# The page's origin: another host name and port than the API's 127.0.0.1:<port>.
+PAGE_HOST = "localhost"
+# Allowed explicitly (it is also the development default), so the tests do not depend
+# on which environment the settings came from.
+CORS_ORIGINS = ("http://localhost:*",)
+# Generous: a loaded CI machine is slow; a deadline only keeps a broken test from hanging.
+EXPECT_TIMEOUT_MS = 30_000
+RELAY_EVERY_SECONDS = 0.2
+
+
+async def _relay_forever(ctx: dict[str, Any]) -> None:
+    """What the worker's one-second relay cron does (the test worker runs no crons, see
+    `make_worker`): notifications reach the outbox and only the relay sends them on."""
+    # The worker's on_startup has not run yet (nothing to wait on but its ctx).
+    while "resources" not in ctx:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    while True:
+        try:
+            await relay_outbox(ctx)
+        except Exception:  # e.g. a TRUNCATE between tests; the next round retries
+            log.warning("outbox relay failed", exc_info=True)
+        await asyncio.sleep(RELAY_EVERY_SECONDS)
+
+
+@pytest.fixture(scope="package")
+async def browser_server_instance(settings: Settings) -> AsyncIterator[Server]:
+    """The API with a worker on the local storage backend (uploads go to the API's own
+    /uploads route), on its own Redis database so only its worker takes its jobs."""
+    base = replace(
+        settings,
+        redis_url=_with_redis_db(settings.redis_url, 3),
+        media_root=settings.media_root / "browser-server",
+        storage_backend="local",
+        web_app=True,
+        # As `make run` starts it: the web client's documents are trusted (their hashes
+        # must be the ones the client sends).
+        trusted_documents=DEFAULT_TRUSTED_DOCUMENTS
+        if DEFAULT_TRUSTED_DOCUMENTS.is_file()
+        else None,
+        cors_allow_origins=CORS_ORIGINS,
+    )
+    async with serve(base) as running, run_worker(running.settings) as worker:
+        running.worker = worker
+        relay = asyncio.create_task(_relay_forever(worker.ctx))
+        try:
+            yield running
+        finally:
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
+
+
+@pytest.fixture
+async def browser_server(browser_server_instance: Server) -> Server:
+    await clean_state(browser_server_instance)
+    return browser_server_instance
+
+
+@pytest.fixture
+def active_server(browser_server: Server) -> Server:
+    """tests/conftest.py's `http`, `gql` and `factory` talk to this package's server."""
+    return browser_server
+
+
+@pytest.fixture(scope="package")
+async def page_origin() -> AsyncIterator[str]:
+    """web/ served by a plain static file server on another origin than the API."""
+    port = free_port()
+    app = Starlette(routes=[Mount("/", StaticFiles(directory=WEB_ROOT, html=True))])
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://{PAGE_HOST}:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(scope="package")
+async def chromium() -> AsyncIterator[Browser]:
+    """One Chromium for the package (Debian's, never a downloaded one)."""
+    from playwright.async_api import async_playwright, expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+def app_url(page_origin: str, browser_server: Server) -> str:
+    """The client's entry page, pointed at the API by its `api` query parameter."""
+    return f"{page_origin}/index.html?api={browser_server.base_url}"
+
+
+_failed = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[_failed] = True
+    return report
+
+
+@pytest.fixture
+async def open_tab(
+    request: pytest.FixtureRequest, chromium: Browser, app_url: str
+) -> AsyncIterator[OpenTab]:
+    """Opens the client in a new browser context (its own localStorage): signed in as
+    `user` when given (the token where the client keeps it), at `route` (a hash route).
+    On a failed test every open page is saved as a screenshot."""
+    tabs: list[Tab] = []
+
+    async def open_(user: MadeUser | None = None, route: str = "#/") -> Tab:
+        context = await chromium.new_context(viewport={"width": 1000, "height": 900})
+        context.set_default_timeout(EXPECT_TIMEOUT_MS)
+        if user is not None:
+            # Once per tab (sessionStorage survives a reload), so a log-out would stick.
+            await context.add_init_script(
+                "if (!sessionStorage.getItem('test.signed-in')) {"
+                f" localStorage.setItem('instagraph.token', {json.dumps(user.token)});"
+                " sessionStorage.setItem('test.signed-in', '1'); }"
+            )
+        page = await context.new_page()
+        tab = Tab(name=user.username if user else f"tab{len(tabs) + 1}", context=context, page=page)
+        tab.watch_console()
+        tabs.append(tab)
+        await page.goto(app_url + route)
+        return tab
+
+    yield open_
+    failed = request.node.stash.get(_failed, False)
+    for tab in tabs:
+        if failed:
+            with contextlib.suppress(Exception):  # the failure is the report, not this
+                await tab.page.screenshot(
+                    path=artifact(request.node.name, f"failure-{tab.name}"), full_page=True
+                )
+        await tab.context.close()

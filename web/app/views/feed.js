@@ -1,0 +1,126 @@
+// Home feed: stories tray, live "new posts" banner, cards paged by cursor as you scroll.
+import { gql } from "../api.js";
+import { h, plural, t } from "../dom.js";
+import { subscribe } from "../live.js";
+import { postCard } from "../post-card.js";
+import { showError } from "../toast.js";
+import { storiesTray } from "./stories.js";
+
+const PAGE_SIZE = 10;
+
+export function feedView(root) {
+  const feed = t("div", "feed", { class: "feed" });
+  const sentinel = t("div", "feed-sentinel", { class: "sentinel", "aria-hidden": "true" });
+  const loading = h("div", { class: "spinner", hidden: true, "aria-label": "Loading" });
+  const end = t("p", "feed-end", { class: "feed-end muted", hidden: true }, "You're all caught up.");
+  const empty = h(
+    "div",
+    { class: "card empty-state", hidden: true },
+    h("h2", {}, "Your feed is empty"),
+    h("p", { class: "muted" }, "Follow people (try the search) or share your first post."),
+    h("p", {}, h("a", { href: "#/search", class: "button" }, "Find people"), " ", h("a", { href: "#/new", class: "button primary" }, "New post")),
+  );
+  const banner = t("button", "new-posts-banner", { class: "new-posts-banner", type: "button", hidden: true });
+
+  const seen = new Set();
+  let pending = []; // posts from feedItemAdded not shown yet, newest first
+  let cursor = null;
+  let hasNext = true;
+  let busy = false;
+  let failed = false;
+
+  function add(posts, { atTop = false } = {}) {
+    const cards = [];
+    for (const post of posts) {
+      if (seen.has(post.id)) continue;
+      seen.add(post.id);
+      cards.push(postCard(post, { eager: seen.size <= 2 }));
+    }
+    if (atTop) feed.prepend(...cards);
+    else feed.append(...cards);
+  }
+
+  async function loadMore() {
+    if (busy || !hasNext || failed) return;
+    busy = true;
+    loading.hidden = false;
+    try {
+      const data = await gql("HomeFeed", { first: PAGE_SIZE, after: cursor });
+      add(data.feed.edges.map((e) => e.node));
+      cursor = data.feed.pageInfo.endCursor;
+      hasNext = data.feed.pageInfo.hasNextPage;
+      end.hidden = hasNext || seen.size === 0;
+      empty.hidden = seen.size > 0 || hasNext;
+    } catch (error) {
+      failed = true;
+      showError(error, "Could not load the feed");
+      root.querySelector(".feed-retry")?.remove();
+      const retry = h("button", { class: "button feed-retry", onclick: () => { failed = false; retry.remove(); loadMore(); } }, "Retry");
+      sentinel.before(retry);
+    } finally {
+      busy = false;
+      loading.hidden = true;
+    }
+    // Still in view (a tall screen, or a short page): keep going.
+    if (hasNext && !failed && isVisible(sentinel)) loadMore();
+  }
+
+  function isVisible(el) {
+    const rect = el.getBoundingClientRect();
+    return rect.top < window.innerHeight + 600 && rect.bottom > 0;
+  }
+
+  function showBanner() {
+    banner.hidden = pending.length === 0;
+    banner.replaceChildren("↑ ", plural(pending.length, "new post"));
+  }
+
+  banner.addEventListener("click", () => {
+    const posts = pending;
+    pending = [];
+    showBanner();
+    add(posts, { atTop: true });
+    empty.hidden = seen.size > 0;
+    window.scrollTo({ top: 0, behavior: "smooth" });
+  });
+
+  const observer = new IntersectionObserver(
+    (entries) => {
+      if (entries.some((e) => e.isIntersecting)) loadMore();
+    },
+    { rootMargin: "600px 0px" },
+  );
+  observer.observe(sentinel);
+
+  const unsubscribe = subscribe(
+    "FeedItemAdded",
+    {},
+    (data) => {
+      const post = data.feedItemAdded;
+      if (seen.has(post.id) || pending.some((p) => p.id === post.id)) return;
+      pending.unshift(post);
+      showBanner();
+    },
+    (error) => console.warn("feedItemAdded", error),
+  );
+
+  root.append(
+    h(
+      "div",
+      { class: "feed-page" },
+      storiesTray(),
+      banner,
+      empty,
+      feed,
+      loading,
+      sentinel,
+      end,
+    ),
+  );
+  loadMore();
+
+  return () => {
+    observer.disconnect();
+    unsubscribe();
+  };
+}

@@ -1,0 +1,33 @@
+// #/tags/<name>: the tag's post count and its posts grid.
+import { gql } from "../api.js";
+import { h, t } from "../dom.js";
+import { showError } from "../toast.js";
+import { postGrid } from "./grid.js";
+
+const PAGE = 24;
+
+export function hashtagView(root, { name }) {
+  let grid = null;
+  const page = t("section", "hashtag", { class: "hashtag-page", "data-name": name }, h("div", { class: "spinner" }));
+  root.append(page);
+  (async () => {
+    try {
+      const { hashtag } = await gql("Hashtag", { name, first: PAGE, after: null });
+      page.dataset.name = hashtag.name;
+      grid = postGrid("hashtag-grid", async (after) => (await gql("Hashtag", { name, first: PAGE, after })).hashtag.posts, hashtag.posts);
+      page.replaceChildren(
+        h(
+          "header",
+          { class: "hashtag-header" },
+          h("div", { class: "hashtag-icon", "aria-hidden": "true" }, "#"),
+          h("div", {}, t("h1", "hashtag-name", {}, `#${hashtag.name}`), h("p", {}, t("strong", "hashtag-post-count", {}, String(hashtag.postCount)), hashtag.postCount === 1 ? " post" : " posts")),
+        ),
+        hashtag.posts.edges.length ? grid.element : h("p", { class: "muted center" }, "No posts with this tag yet."),
+      );
+    } catch (error) {
+      page.replaceChildren(h("div", { class: "card empty-state" }, h("h2", {}, `Cannot show #${name}`), h("p", { class: "muted" }, error.message)));
+      showError(error, "Could not load the hashtag");
+    }
+  })();
+  return () => grid && grid.dispose();
+}
