@@ -140,7 +140,9 @@ def _operations(
         for definition in document.definitions:
             if isinstance(definition, FragmentDefinitionNode):
                 name = definition.name.value
-                if name in where and where[name] != path:
+                if name in where and where[name] == path:
+                    problems.append(f"{path}: fragment {name} is defined twice")
+                elif name in where:
                     problems.append(f"{path}: fragment {name} is also defined in {where[name]}")
                 fragments[name] = definition
                 where[name] = path
@@ -159,9 +161,16 @@ def _operations(
 def _validated(
     path: Path, document: str, schema: GraphQLSchema | None, problems: list[str]
 ) -> bool:
+    """Whether the document parses and (given a schema) validates; what is wrong goes
+    to `problems` (a document from an included manifest may not even parse)."""
+    try:
+        node = parse(document)
+    except GraphQLError as exc:
+        problems.append(f"{path}: {exc.message}")
+        return False
     if schema is None:
         return True
-    errors = validate(schema, parse(document))
+    errors = validate(schema, node)
     problems.extend(f"{path}: {error.message}" for error in errors)
     return not errors
 

@@ -5,7 +5,12 @@
 - the TypeScript example's GraphQL Code Generator output (examples/typescript/src/gql)
   matches schema.graphql and web/graphql (`make codegen`), and the example type-checks;
 - every persisted-document hash the TypeScript client can send is in the server's default
-  manifest, and the compiled example runs against a server that accepts nothing else.
+  manifest, and the compiled example runs against a server that accepts nothing else,
+  and against servers with no manifest (APQ on: it registers its texts; APQ off: it
+  falls back to sending text).
+
+Node and npm are needed for the TypeScript part: without them those tests skip, or fail
+when REQUIRE_NODE is set (CI sets it). Every child process has a deadline.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from schema.manifest import (
     WEB_MANIFEST,
     build_manifest,
     documents_module,
+    main,
     named_operations,
     web_client_files,
 )
@@ -46,20 +52,34 @@ GENERATED_TYPES = GENERATED / "graphql.ts"
 # How a generated document carries its hash: `{"__meta__":{"hash":"sha256:<hex>"},...}`.
 META_HASH = re.compile(r'"__meta__":\{"hash":"(sha256:[0-9a-f]{64})"\}')
 EXPORTED_DOCUMENT = re.compile(r"^export const (\w+)Document = ", re.MULTILINE)
+# Deadlines (seconds): generous for a loaded CI machine; they only keep a hung child
+# process (a registry that does not answer, a client waiting on a server) from hanging.
+INSTALL_TIMEOUT = 600
+TOOL_TIMEOUT = 300
+RUN_TIMEOUT = 60
+NODE_REASON = "node and npm are needed to run GraphQL Code Generator and tsc"
 
 
-def run(*command: str, cwd: Path = EXAMPLE, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - fixed commands, no shell
-        command,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "NODE_NO_WARNINGS": "1", **env},
-        check=False,
-    )
+def run(
+    *command: str, cwd: Path = EXAMPLE, timeout: float = TOOL_TIMEOUT, **env: str
+) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(  # noqa: S603 - fixed commands, no shell
+            command,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "NODE_NO_WARNINGS": "1", **env},
+            check=False,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:  # run() has killed it
+        pytest.fail(f"{' '.join(command)} did not finish within {timeout} s:\n{exc.output}")
 
 
-async def run_async(*command: str, cwd: Path = EXAMPLE) -> tuple[int, str, str]:
+async def run_async(
+    *command: str, cwd: Path = EXAMPLE, deadline: float = RUN_TIMEOUT
+) -> tuple[int, str, str]:
     """`run` without blocking the event loop the test's server runs in."""
     process = await asyncio.create_subprocess_exec(
         *command,
@@ -68,7 +88,12 @@ async def run_async(*command: str, cwd: Path = EXAMPLE) -> tuple[int, str, str]:
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "NODE_NO_WARNINGS": "1"},
     )
-    stdout, stderr = await process.communicate()
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), deadline)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        pytest.fail(f"{' '.join(command)} did not finish within {deadline} s")
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
 
@@ -139,6 +164,45 @@ def test_operations_take_fragments_from_any_file_and_need_unique_names(tmp_path)
     ]
 
 
+def test_a_fragment_defined_twice_in_one_file_is_reported(tmp_path):
+    (tmp_path / "a.graphql").write_text(
+        "query Me { viewer { ...Who } }\n"
+        "fragment Who on User { id }\n"
+        "fragment Who on User { username }\n"
+    )
+    with pytest.raises(ValueError) as problems:
+        named_operations([tmp_path], schema=None)
+    assert str(problems.value).splitlines() == [
+        f"{tmp_path / 'a.graphql'}: fragment Who is defined twice"
+    ]
+    with pytest.raises(ValueError, match="fragment Who is defined twice"):
+        build_manifest([tmp_path], schema=None, per_operation=True)
+
+
+@pytest.mark.parametrize("validate", [True, False], ids=["with-schema", "no-validate"])
+def test_an_included_manifest_with_an_unparsable_document_is_a_reported_problem(
+    tmp_path, capsys, validate
+):
+    (tmp_path / "ops.graphql").write_text("query Me { viewer { id } }\n")
+    broken = "query Broken { viewer { id "
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({hash_document(broken): broken}))
+    with pytest.raises(ValueError) as problems:
+        build_manifest(
+            [tmp_path / "ops.graphql"],
+            schema=build_schema(SCHEMA_PATH.read_text(encoding="utf-8")) if validate else None,
+            per_operation=True,
+            include=[other],
+        )
+    [problem] = str(problems.value).splitlines()
+    assert problem.startswith(f"{other}: Syntax Error"), problem
+    # The command line says the same, and exits 1 (no traceback).
+    argv = [str(tmp_path / "ops.graphql"), "--per-operation", "--include", str(other)]
+    assert main([*argv, *([] if validate else ["--no-validate"])]) == 1
+    [message] = capsys.readouterr().err.splitlines()
+    assert message == problem
+
+
 # --- the TypeScript example -------------------------------------------------------------
 
 
@@ -159,18 +223,56 @@ def test_every_hash_the_typescript_client_sends_is_trusted():
 
 
 @pytest.fixture(scope="session")
-def typescript_example() -> Path:
+async def typescript_example() -> Path:
     """examples/typescript with its locked packages (`npm ci`, only when the lockfile
-    changed since the last install). Skipped only when node or npm is not installed."""
+    changed since the last install; the servers' event loop runs on meanwhile).
+    Skipped only when node or npm is not installed, and then failed if REQUIRE_NODE."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed to run GraphQL Code Generator and tsc")
+        if os.environ.get("REQUIRE_NODE", "") not in ("", "0"):  # CI: fail, never skip
+            pytest.fail(NODE_REASON)
+        pytest.skip(NODE_REASON)
     installed = EXAMPLE / "node_modules" / ".package-lock.json"
     lockfile = EXAMPLE / "package-lock.json"
     if not installed.exists() or installed.stat().st_mtime < lockfile.stat().st_mtime:
-        result = run("npm", "ci", "--no-audit", "--no-fund")
-        if result.returncode != 0:
-            pytest.fail(f"npm ci failed in {EXAMPLE}:\n{result.stdout}\n{result.stderr}")
+        code, stdout, stderr = await run_async(
+            "npm", "ci", "--no-audit", "--no-fund", deadline=INSTALL_TIMEOUT
+        )
+        if code != 0:
+            pytest.fail(f"npm ci failed in {EXAMPLE}:\n{stdout}\n{stderr}")
     return EXAMPLE
+
+
+@pytest.fixture(scope="module")
+async def compiled_example(
+    typescript_example: Path, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """The example compiled to JavaScript (dist/example.js), outside the work tree,
+    beside the example's package.json and packages."""
+    out = tmp_path_factory.mktemp("typescript-example")
+    shutil.copy(EXAMPLE / "package.json", out / "package.json")
+    (out / "node_modules").symlink_to(EXAMPLE / "node_modules")
+    code, stdout, stderr = await run_async(
+        "npx", "--no-install", "tsc", "--outDir", str(out / "dist"), deadline=TOOL_TIMEOUT
+    )
+    assert code == 0, f"tsc failed:\n{stdout}\n{stderr}"
+    return str(out / "dist" / "example.js")
+
+
+async def reader_with_a_post(server: Server) -> str:
+    """Empty tables, then ts_reader following ts_author, who has one READY post."""
+    await clean_state(server)
+    factory = Factory(server.engine, server.settings)
+    author, reader = await factory.user("ts_author"), await factory.user("ts_reader")
+    await factory.follow(reader, author)
+    await factory.ready_post(author, "Typed from TypeScript #codegen")
+    return reader.username
+
+
+EXAMPLE_OUTPUT = [
+    "logged in as ts_reader",
+    "ts_author: Typed from TypeScript #codegen [photo 1080x1080] 0 likes, 0 comments",
+    "1 posts; no more pages",
+]
 
 
 def test_generated_types_are_up_to_date(typescript_example, tmp_path):
@@ -220,30 +322,17 @@ async def trusted_only_server(settings) -> AsyncIterator[Server]:
 
 
 async def test_compiled_example_reads_the_feed_from_a_trusted_only_server(
-    typescript_example, trusted_only_server, tmp_path
+    compiled_example, trusted_only_server
 ):
-    await clean_state(trusted_only_server)
-    factory = Factory(trusted_only_server.engine, trusted_only_server.settings)
-    author, reader = await factory.user("ts_author"), await factory.user("ts_reader")
-    await factory.follow(reader, author)
-    await factory.ready_post(author, "Typed from TypeScript #codegen")
-    # Compiled outside the work tree, beside the example's package.json and packages.
-    shutil.copy(EXAMPLE / "package.json", tmp_path / "package.json")
-    (tmp_path / "node_modules").symlink_to(EXAMPLE / "node_modules")
-    build = run("npx", "--no-install", "tsc", "--outDir", str(tmp_path / "dist"))
-    assert build.returncode == 0, f"tsc failed:\n{build.stdout}\n{build.stderr}"
-    example = str(tmp_path / "dist" / "example.js")
+    example = compiled_example
+    reader = await reader_with_a_post(trusted_only_server)
 
     code, stdout, stderr = await run_async(
-        "node", example, trusted_only_server.base_url, reader.username, PASSWORD
+        "node", example, trusted_only_server.base_url, reader, PASSWORD
     )
 
     assert code == 0, f"example failed:\n{stdout}\n{stderr}"
-    assert stdout.splitlines() == [
-        "logged in as ts_reader",
-        "ts_author: Typed from TypeScript #codegen [photo 1080x1080] 0 likes, 0 comments",
-        "1 posts; no more pages",
-    ]
+    assert stdout.splitlines() == EXAMPLE_OUTPUT
     # The server really refuses what is not in the manifest, so the example got its
     # answers by hashes the manifest has.
     async with httpx.AsyncClient(base_url=trusted_only_server.base_url, timeout=30) as http:
@@ -252,7 +341,44 @@ async def test_compiled_example_reads_the_feed_from_a_trusted_only_server(
     assert outside.json()["errors"][0]["extensions"]["code"] == "QUERY_NOT_IN_SAFELIST"
     # A failed login comes back as the typed payload's errors, not an exception.
     code, stdout, stderr = await run_async(
-        "node", example, trusted_only_server.base_url, reader.username, "wrong password"
+        "node", example, trusted_only_server.base_url, reader, "wrong password"
     )
     assert code == 1
     assert stderr.startswith("cannot log in as ts_reader: "), stderr
+
+
+@pytest.mark.parametrize("apq", [True, False], ids=["apq-on", "apq-off"])
+async def test_compiled_example_reads_the_feed_from_a_server_without_a_manifest(
+    compiled_example, settings, apq
+):
+    """No manifest: with APQ the server does not know the hashes
+    (PERSISTED_QUERY_NOT_FOUND) and the client registers its texts; without APQ the
+    server does no persisted queries at all (PERSISTED_QUERY_NOT_SUPPORTED) and the
+    client sends text instead."""
+    configured = replace(
+        settings,
+        redis_url=_with_redis_db(settings.redis_url, 6),
+        trusted_documents=None,
+        trusted_documents_only=False,
+        apq_enabled=apq,
+    )
+    async with serve(configured) as server:
+        reader = await reader_with_a_post(server)
+        # The server does what the client must cope with.
+        hash_only = {
+            "extensions": {"persistedQuery": {"version": 1, "sha256Hash": "0" * 64}},
+        }
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+            answer = await http.post("/graphql", json=hash_only)
+        expected = "PERSISTED_QUERY_NOT_FOUND" if apq else "PERSISTED_QUERY_NOT_SUPPORTED"
+        assert answer.json()["errors"][0]["extensions"]["code"] == expected
+
+        code, stdout, stderr = await run_async(
+            "node", compiled_example, server.base_url, reader, PASSWORD
+        )
+
+        assert code == 0, f"example failed:\n{stdout}\n{stderr}"
+        assert stdout.splitlines() == EXAMPLE_OUTPUT
+        # With APQ the texts were registered under their hashes; without, nothing was.
+        registered = [key async for key in server.redis.scan_iter("apq:*")]
+        assert (len(registered) == 2) if apq else (registered == []), registered

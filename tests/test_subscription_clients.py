@@ -295,7 +295,10 @@ async def node_client() -> Path:
     changed since the last install). Skipped only when node or npm is not installed."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.skip("node and npm are needed to run the reference graphql-ws client")
+        reason = "node and npm are needed to run the reference graphql-ws client"
+        if os.environ.get("REQUIRE_NODE", "") not in ("", "0"):  # CI: fail, never skip
+            pytest.fail(reason)
+        pytest.skip(reason)
     installed = NODE_CLIENT / "node_modules" / ".package-lock.json"
     lockfile = NODE_CLIENT / "package-lock.json"
     if not installed.exists() or installed.stat().st_mtime < lockfile.stat().st_mtime:

@@ -10,8 +10,11 @@ source builds HTML from strings (API text is user input: captions, comments, nam
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -29,6 +32,7 @@ from graphql import (
 )
 from graphql.language import FragmentSpreadNode, Visitor, visit
 
+from domain.text import MAX_HASHTAG, MAX_TEXT, hashtags_of, mentions_of, normalize_hashtag
 from tests.conftest import Server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,9 +119,146 @@ def generated_documents() -> dict[str, dict[str, str]]:
     return documents
 
 
-def strip_comments(source: str) -> str:
-    source = re.sub(r"/\*.*?\*/", "", source, flags=re.DOTALL)
-    return re.sub(r"(?m)^\s*//.*$", "", source)
+# What may come before a `/` that starts a regular expression literal (rather than a
+# division): an operator or an opening bracket, or one of these keywords.
+_REGEX_AFTER_CHARS = set("(,=:[!&|?{};+-*%<>~^")
+_REGEX_AFTER_WORDS = {"return", "typeof", "case", "do", "else", "in", "of", "new", "void"}
+
+
+def code_only(source: str) -> str:
+    """JavaScript with its comments blanked (newlines kept, so line numbers hold) and
+    everything else as it was: strings, template literals (with their `${...}`) and
+    regular expression literals are read whole, so a `/*` or `//` inside one
+    (`accept: "image/*,video/*"`, a URL) is not taken for a comment."""
+    out: list[str] = []
+    i, n = 0, len(source)
+    # One entry per open template literal: the brace depth its current `${` started at.
+    templates: list[int] = []
+    depth = 0
+    last = ""  # the last significant token (a character, or a word)
+
+    def read_quoted(end: str) -> None:
+        nonlocal i
+        start = i
+        i += 1
+        while i < n and source[i] != end and source[i] != "\n":
+            i += 2 if source[i] == "\\" else 1
+        i += 1
+        out.append(source[start:i])
+
+    def read_template() -> None:
+        """From just after a backtick (or a closing `}` of `${`) to the closing
+        backtick, or into the code of the next `${`."""
+        nonlocal i, depth
+        start = i
+        while i < n:
+            if source[i] == "\\":
+                i += 2
+            elif source[i] == "`":
+                i += 1
+                out.append(source[start:i])
+                return
+            elif source.startswith("${", i):
+                i += 2
+                out.append(source[start:i])
+                templates.append(depth)
+                depth += 1
+                return
+            else:
+                i += 1
+        out.append(source[start:i])
+
+    while i < n:
+        char = source[i]
+        if source.startswith("//", i):
+            end = source.find("\n", i)
+            i = n if end < 0 else end
+        elif source.startswith("/*", i):
+            end = source.find("*/", i + 2)
+            end = n if end < 0 else end + 2
+            out.append("".join(c if c == "\n" else " " for c in source[i:end]))
+            i = end
+        elif char in "\"'":
+            read_quoted(char)
+            last = "string"
+        elif char == "`":
+            out.append(char)
+            i += 1
+            read_template()
+            last = "string"
+        elif char == "/" and (
+            last == "" or last in _REGEX_AFTER_CHARS or last in _REGEX_AFTER_WORDS
+        ):
+            start = i
+            i += 1
+            in_class = False
+            while i < n and source[i] != "\n":
+                if source[i] == "\\":
+                    i += 2
+                    continue
+                if source[i] == "[":
+                    in_class = True
+                elif source[i] == "]":
+                    in_class = False
+                elif source[i] == "/" and not in_class:
+                    break
+                i += 1
+            i += 1
+            while i < n and source[i].isalpha():  # flags
+                i += 1
+            out.append(source[start:i])
+            last = "regex"
+        elif char == "}" and templates and depth - 1 == templates[-1]:
+            templates.pop()
+            depth -= 1
+            out.append(char)
+            i += 1
+            read_template()
+            last = "string"
+        else:
+            if char == "{":
+                depth += 1
+            elif char == "}":
+                depth -= 1
+            if char.isalnum() or char in "_$":
+                start = i
+                while i < n and (source[i].isalnum() or source[i] in "_$"):
+                    i += 1
+                out.append(source[start:i])
+                last = source[start:i]
+                continue
+            if not char.isspace():
+                last = char
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def code_of(path: Path) -> str:
+    """A source as code: comments blanked (JavaScript, or the HTML shell)."""
+    text = path.read_text()
+    if path.suffix == ".html":
+        return re.sub(r"<!--.*?-->", lambda m: re.sub(r"[^\n]", " ", m.group()), text, flags=re.S)
+    return code_only(text)
+
+
+def test_code_only_blanks_comments_and_nothing_else() -> None:
+    source = "\n".join(
+        [
+            'const a = { accept: "image/*,video/*" }; sink.innerHTML = x; // GONE1 */',
+            "const b = `http://x/${c /* GONE2 */ + `/*${d}*/`}` + y; /* GONE3",
+            "GONE4 */ const re = /\\/*[/*]/g; z = 1 / 2 / 3; // GONE5",
+            "const s = '//' + \"/*\";",
+        ]
+    )
+    code = code_only(source)
+
+    assert len(code.splitlines()) == len(source.splitlines())
+    assert 'accept: "image/*,video/*" }; sink.innerHTML = x;' in code
+    assert "GONE" not in code
+    assert "`http://x/${c " in code and "+ `/*${d}*/`}` + y;" in code
+    assert "const re = /\\/*[/*]/g; z = 1 / 2 / 3;" in code
+    assert "const s = '//' + \"/*\";" in code
 
 
 # ------------------------------------------------------------------------ served
@@ -268,13 +409,39 @@ async def test_documents_run_through_apq_as_the_client_sends_them(server: Server
 # ----------------------------------------------------------------------- contract
 
 
+# Client functions whose first argument is the data-testid of the element they build.
+TESTID_HELPERS = ("postGrid", "navLink", "count")
+
+
+def setter_of(testid: str) -> re.Pattern[str]:
+    """The ways the client gives an element a data-testid: `t("tag", "<id>", ...)`,
+    `"data-testid": "<id>"` in h()'s attributes, `data-testid="<id>"` in HTML, and
+    the helpers that take one first (TESTID_HELPERS) or as a `testid = "<id>"` default."""
+    quoted = rf"""["']{re.escape(testid)}["']"""
+    return re.compile(
+        rf"""\bt\(\s*["'][\w-]+["']\s*,\s*{quoted}"""
+        rf"""|["']data-testid["']\s*:\s*{quoted}"""
+        rf"""|\bdata-testid={quoted}"""
+        rf"""|\b(?:{"|".join(TESTID_HELPERS)})\(\s*{quoted}"""
+        rf"""|\btestid\s*=\s*{quoted}"""
+    )
+
+
 @pytest.mark.parametrize("testid", TESTIDS)
 def test_data_testid_contract_is_in_the_sources(testid: str) -> None:
     """A cheap guard: renaming a data-testid breaks tests/browser/ silently otherwise."""
-    pattern = re.compile(rf"""["']{re.escape(testid)}["']""")
-    assert any(pattern.search(strip_comments(p.read_text())) for p in SOURCES if p != GENERATED), (
-        testid
-    )
+    pattern = setter_of(testid)
+    assert any(pattern.search(code_of(p)) for p in SOURCES if p != GENERATED), testid
+
+
+def test_the_testid_check_fails_on_a_removed_id() -> None:
+    """The check above is not vacuous: an id only named elsewhere (a selector, a
+    comment, a CSS class) does not count, only one set on an element."""
+    assert setter_of("post").search('t("article", "post", { class: "card post" })')
+    assert setter_of("feed").search('h("div", { "data-testid": "feed" })')
+    assert not setter_of("post").search('h("article", { class: "post" }, "post")')
+    assert not setter_of("feed").search(code_only('// t("div", "feed")'))
+    assert not setter_of("comment").search('querySelector("[data-testid=comment]")')
 
 
 def test_no_source_builds_html_from_strings() -> None:
@@ -282,7 +449,7 @@ def test_no_source_builds_html_from_strings() -> None:
     offenders = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
         for path in SOURCES
-        for number, line in enumerate(strip_comments(path.read_text()).splitlines(), 1)
+        for number, line in enumerate(code_of(path).splitlines(), 1)
         if HTML_SINKS.search(line)
     ]
     assert offenders == []
@@ -292,3 +459,162 @@ def test_index_html_is_a_shell_without_inline_script() -> None:
     html = (WEB / "index.html").read_text()
     assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", html) == []
     assert 'type="module"' in html
+
+
+# ----------------------------------------------------------------- captions (Node)
+
+ZWNJ, ZWJ = "\u200c", "\u200d"
+# Captions and comments as people write them, and the cases tests/test_text.py pins
+# the server's parser down with: the client must link exactly what the server saw.
+CAPTIONS = [
+    "Sun #Sun #sun #sea",
+    "a#b is no tag, nor is mail#box",
+    "#tag#other: the second # sits inside a word",
+    "end of sentence #tag.",
+    "(#paren) [#bracket] #comma, #excl!",
+    "#snake_case #123 #_ #_1 #2024summer",
+    "#8 and &#39; and &#x27; and #٣",
+    f"#می{ZWNJ}خواهم today",
+    f"#ශ්{ZWJ}රී",
+    f"#{ZWNJ}abc #abc{ZWNJ} ok",
+    "#\u0301abc",
+    "# alone, #, ## and #!",
+    "##double",
+    "#हिन्दी keeps its vowel signs",
+    "full-width \uff03東京 is a tag, small \ufe5fsign too",
+    "#ﬁre (a ligature) #Ⅻ (a numeral)",
+    "#café #日本 #Ünïcödé #Cafe #CAFÉ",
+    "#" + "a" * MAX_HASHTAG + " #" + "b" * (MAX_HASHTAG + 1),
+    "thanks @Alice and @bob.smith.",
+    "@alice @ALICE @alice!",
+    "mail carol@example.com is no mention",
+    "@al is too short, @" + "x" * 31 + " too long",
+    "(@dave) @erin, @frank_1?",
+    "@gustavé runs on with a letter no username has",
+    "@@heidi",
+    "full-width \uff20ivan and \uff20\uff4a\uff55\uff44\uff59",
+    "<img src=x onerror=alert(1)> hi @frances #tag",
+    "mail carol@example.com, #नमस्ते #8 a#b &#39; #café",
+    "@bob.#tag and #tag@bob and @bob...",
+    "#first " + "x" * (MAX_TEXT - len("#first ") - 1) + " #after @after_it",
+    "",
+]
+
+SPLIT_ALL = """
+const [module, cases] = [process.argv[1], JSON.parse(process.argv[2])];
+const { splitText } = await import(module);
+console.log(JSON.stringify(cases.map((text) => splitText(text))));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js not installed")
+def test_caption_links_follow_the_servers_rules(tmp_path: Path) -> None:
+    """web/app/text.js (what richText links) run by Node on the captions above gives
+    the hashtags and mentions domain.text finds, in order, and loses no text."""
+    module = tmp_path / "text.mjs"  # .mjs: an ES module whatever Node's defaults
+    shutil.copy(WEB / "app" / "text.js", module)
+    node = shutil.which("node") or "node"
+    result = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        [node, "--input-type=module", "-e", SPLIT_ALL, module.as_uri(), json.dumps(CAPTIONS)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    split: list[list[dict[str, str]]] = json.loads(result.stdout)
+
+    for text, parts in zip(CAPTIONS, split, strict=True):
+        assert "".join(part["text"] for part in parts) == text
+        tags = [p for p in parts if p["kind"] == "tag"]
+        mentions = [p for p in parts if p["kind"] == "mention"]
+        linked_tags = list(dict.fromkeys(normalize_hashtag(p["text"][1:]) for p in tags))
+        linked_names = list(dict.fromkeys(p["name"] for p in mentions))
+        assert linked_tags == hashtags_of(text), text
+        assert linked_names == mentions_of(text), text
+        for tag in tags:  # the link goes where the server files the tag
+            assert normalize_hashtag(tag["name"]) == normalize_hashtag(tag["text"][1:]), text
+
+
+# ------------------------------------------------------- ?api= (Chromium, Playwright)
+
+CHROMIUM = shutil.which("chromium") or ""
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+OTHER_API = "http://other-api.test"  # never resolved: the page's requests to it are routed
+
+
+@pytest.mark.skipif(
+    not CHROMIUM or importlib.util.find_spec("playwright") is None,
+    reason="Chromium or playwright not installed",
+)
+async def test_a_link_naming_another_api_never_gets_the_token(server: Server) -> None:
+    """`?api=` from a link: only http(s) origins are taken, the address bar drops it,
+    the token of the page's API is never sent to the other one, and the login page
+    says plainly where the password would go, with a way back."""
+    from playwright.async_api import Request, async_playwright, expect
+
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        signed_up = (
+            await http.post(
+                "/graphql",
+                json={
+                    "query": "mutation ($u: String!, $e: String!, $p: String!) {"
+                    " signUp(username: $u, email: $e, password: $p) { token } }",
+                    "variables": {"u": "linked", "e": "linked@example.com", "p": "a-long-password"},
+                },
+            )
+        ).json()
+    token = signed_up["data"]["signUp"]["token"]
+    app = f"{server.base_url}/app/"
+    to_other: list[Request] = []
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context()
+            context.set_default_timeout(30_000)
+            page = await context.new_page()
+
+            async def other_api(route: Any) -> None:
+                to_other.append(route.request)
+                await route.fulfill(status=200, json={"data": {"viewer": None}})
+
+            await page.route(f"{OTHER_API}/**", other_api)
+            # Signed in to the page's own API (as the client stores a session)...
+            await page.goto(app)
+            await page.evaluate(
+                "([key, t]) => localStorage.setItem(key, t)",
+                [f"instagraph.token@{server.base_url}", token],
+            )
+            await page.reload()
+            await expect(page.get_by_test_id("nav-profile")).to_be_visible()
+
+            # ...a link names another server: no token goes there, the login page says
+            # where a password would go, and the address bar no longer carries it.
+            await page.goto(f"{app}?api={OTHER_API}/anything#/")
+            notice = page.get_by_test_id("api-notice")
+            await expect(notice).to_contain_text(f"Signing in to API at {OTHER_API}")
+            assert "api=" not in page.url
+            assert await page.evaluate("localStorage.getItem('instagraph.api')") == OTHER_API
+            assert [r for r in to_other if r.headers.get("authorization")] == []
+
+            # The way back: the page's own origin, still signed in there.
+            await notice.get_by_role("link").click()
+            await expect(page.get_by_test_id("nav-profile")).to_be_visible()
+            assert "api=" not in page.url
+
+            # Other schemes are refused, and do not break the client.
+            for bad in ("javascript:alert(1)", "data:text/html,x", "null", "//evil.test"):
+                await page.goto(f"{app}?api={bad}#/")
+                await expect(page.get_by_test_id("nav-profile")).to_be_visible()
+                stored = await page.evaluate("localStorage.getItem('instagraph.api')")
+                assert stored == server.base_url, bad
+            assert [r for r in to_other if r.headers.get("authorization")] == []
+        finally:
+            await browser.close()

@@ -7,7 +7,8 @@ file server for web/ and one Chromium serve the whole package; each test gets em
 tables and Redis and fresh browser contexts (separate storage, like separate people).
 
 Without Chromium (or the playwright package) the test modules skip themselves, and
-pytest's summary says so (`-ra` in pyproject's addopts).
+pytest's summary says which is missing (`-ra` in pyproject's addopts); with
+REQUIRE_BROWSER=1 (CI, .ci/run) they fail instead, for the same reason.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from starlette.staticfiles import StaticFiles
 
 from infra.embedded import free_port
 from settings import DEFAULT_TRUSTED_DOCUMENTS, ROOT, Settings
-from tests.browser.helpers import CHROMIUM, OpenTab, Tab, artifact
+from tests.browser.helpers import CHROMIUM, OpenTab, Tab, artifact, token_key_for
 from tests.conftest import Server, _with_redis_db, clean_state, run_worker, serve
 from tests.factories import MadeUser
 from workers.feed import relay_outbox
@@ -48,6 +49,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    # /dev/shm is small in containers; Chromium would crash tabs there (said explicitly,
+    # whatever Playwright adds by default).
+    "--disable-dev-shm-usage",
 ]
 # The page's origin: another host name and port than the API's 127.0.0.1:<port>.
 PAGE_HOST = "localhost"
@@ -165,11 +169,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.fixture
 async def open_tab(
-    request: pytest.FixtureRequest, chromium: Browser, app_url: str
+    request: pytest.FixtureRequest, chromium: Browser, app_url: str, browser_server: Server
 ) -> AsyncIterator[OpenTab]:
     """Opens the client in a new browser context (its own localStorage): signed in as
-    `user` when given (the token where the client keeps it), at `route` (a hash route).
-    On a failed test every open page is saved as a screenshot."""
+    `user` when given (the token where the client keeps it: one key per API origin),
+    at `route` (a hash route). On a failed test every open page is saved as a
+    screenshot; routes a test left (a held response) are dropped before closing."""
+    token_key = token_key_for(browser_server)
     tabs: list[Tab] = []
 
     async def open_(user: MadeUser | None = None, route: str = "#/") -> Tab:
@@ -179,7 +185,7 @@ async def open_tab(
             # Once per tab (sessionStorage survives a reload), so a log-out would stick.
             await context.add_init_script(
                 "if (!sessionStorage.getItem('test.signed-in')) {"
-                f" localStorage.setItem('instagraph.token', {json.dumps(user.token)});"
+                f" localStorage.setItem({json.dumps(token_key)}, {json.dumps(user.token)});"
                 " sessionStorage.setItem('test.signed-in', '1'); }"
             )
         page = await context.new_page()
@@ -197,4 +203,7 @@ async def open_tab(
                 await tab.page.screenshot(
                     path=artifact(request.node.name, f"failure-{tab.name}"), full_page=True
                 )
+        # A handler still waiting (a test that failed before releasing it) must not
+        # keep the close waiting, nor raise into the next test.
+        await tab.context.unroute_all(behavior="ignoreErrors")
         await tab.context.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import io
+import os
 import re
 import shutil
 from collections.abc import Awaitable, Callable
@@ -13,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
 from PIL import ImageDraw, ImageFont
 
+from infra.feedstore import live_key
 from infra.pubsub import notification_channel
 from settings import ROOT
 from tests.conftest import GraphQLClient, Server
@@ -32,10 +35,34 @@ if TYPE_CHECKING:  # imported for types only: this module loads without Playwrig
         Page,
     )
 
-SKIP_REASON = "Chromium not installed (apt-get install chromium): browser tests skipped"
 CHROMIUM = shutil.which("chromium") or ""
+PLAYWRIGHT_MISSING = importlib.util.find_spec("playwright") is None
 # What a test module checks first, skipping itself (and saying why) when it is true.
-BROWSER_MISSING = not CHROMIUM or importlib.util.find_spec("playwright") is None
+BROWSER_MISSING = not CHROMIUM or PLAYWRIGHT_MISSING
+SKIP_REASON = (
+    "the playwright package is missing (pip install -e '.[dev]'): browser tests skipped"
+    if PLAYWRIGHT_MISSING
+    else "Chromium not installed (apt-get install chromium): browser tests skipped"
+)
+# Set (CI sets it) when a missing browser must fail the run rather than skip the tests.
+REQUIRE_BROWSER = os.environ.get("REQUIRE_BROWSER", "") not in ("", "0")
+
+
+def skip_without_browser() -> None:
+    """At a test module's top: skip it without Chromium or Playwright (saying which is
+    missing), or fail, with the same reason, when REQUIRE_BROWSER is set."""
+    if not BROWSER_MISSING:
+        return
+    if REQUIRE_BROWSER:
+        pytest.fail(f"{SKIP_REASON} (REQUIRE_BROWSER is set)", pytrace=False)
+    pytest.skip(SKIP_REASON, allow_module_level=True)
+
+
+def token_key_for(server: Server) -> str:
+    """The localStorage key the client keeps its token for this API under (one key per
+    API origin, see web/app/config.js)."""
+    return f"instagraph.token@{server.base_url}"
+
 
 # Screenshots (the feed, the upload dialog, every page of a failed test); gitignored.
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
@@ -96,9 +123,9 @@ def photo(label: str, size: tuple[int, int] = (720, 720)) -> bytes:
     return out.getvalue()
 
 
-def photo_file(label: str) -> FilePayload:
+def photo_file(label: str, size: tuple[int, int] = (720, 720)) -> FilePayload:
     """A photo as the file chooser hands it to the page."""
-    return {"name": f"{label}.jpg", "mimeType": "image/jpeg", "buffer": photo(label)}
+    return {"name": f"{label}.jpg", "mimeType": "image/jpeg", "buffer": photo(label, size)}
 
 
 async def post_photo(gql: GraphQLClient, author: MadeUser, caption: str) -> str:
@@ -113,12 +140,21 @@ async def post_photo(gql: GraphQLClient, author: MadeUser, caption: str) -> str:
 
 
 async def wait_for_listener(server: Server, channel: str) -> None:
-    """Until a subscription listens on the channel (observed in Redis: PUBSUB NUMSUB)."""
+    """Until a subscription listens on the channel: Redis has the subscriber (PUBSUB
+    NUMSUB), the server's hub has registered the listener (it subscribes and marks
+    presence first, registers last: infra/pubsub.py's `_join`) and the listening
+    user's presence key is set, so a message published now reaches the page."""
+    hub = server.resources.pubsub
     async with asyncio.timeout(DEADLINE):
         while True:
             counts = dict(await server.redis.pubsub_numsub(channel))
-            if int(counts.get(channel.encode(), 0)) > 0:
-                return
+            listeners = [
+                listener for listener in hub._listeners.get(channel, ()) if listener.active
+            ]
+            if int(counts.get(channel.encode(), 0)) > 0 and listeners:
+                keys = [live_key(listener.user_id) for listener in listeners]
+                if await server.redis.exists(*keys) == len(keys):
+                    return
             await asyncio.sleep(0.05)
 
 

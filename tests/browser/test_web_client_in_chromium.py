@@ -9,28 +9,29 @@ a failed image or an uncaught exception shows up there.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
-
-import pytest
+from typing import Any
 
 from infra.feedstore import user_channel
 from tests.browser.helpers import (
-    BROWSER_MISSING,
-    SKIP_REASON,
     OpenTab,
     artifact,
     notifications_of,
+    photo,
     photo_file,
     post_photo,
+    skip_without_browser,
+    token_key_for,
     wait_for_listener,
 )
 from tests.conftest import GraphQLClient, Server
 from tests.factories import PASSWORD, Factory
+from tests.posting import publish, wait_for_post
 
-if BROWSER_MISSING:
-    pytest.skip(SKIP_REASON, allow_module_level=True)
+skip_without_browser()
 
-from playwright.async_api import Request, Route, expect
+from playwright.async_api import Request, Route, expect  # noqa: E402
 
 PAGE_SIZE = 10  # the client's `first:` on the feed
 PROCESSING_TIMEOUT_MS = 60_000  # the worker's turn; generous for a loaded machine
@@ -48,6 +49,24 @@ query ($name: String!) {
 """
 
 POST_IDS = "articles => articles.map(article => article.dataset.postId)"
+# Every value the first file's progress bar takes, in order, into window.__progress.
+RECORD_PROGRESS = """
+() => {
+  window.__progress = [];
+  new MutationObserver((changes) => {
+    for (const change of changes) {
+      const bar = change.target;
+      if (bar.dataset.testid === 'upload-progress' && bar.dataset.fileIndex === '0') {
+        window.__progress.push(Number(bar.value));
+      }
+    }
+  }).observe(document.body, { subtree: true, attributes: true, attributeFilter: ['value'] });
+}
+"""
+# Upload bandwidth while the photo goes up (bytes per second): a few seconds for it,
+# so the browser reports progress part of the way (its events come every ~50 ms).
+UPLOAD_BYTES_PER_SECOND = 16 * 1024
+UPLOAD_PHOTO_SIZE = (1200, 1200)
 IMAGE_LOADED = "img => img.complete && img.naturalWidth > 0"
 # The BlurHash was painted: most of the canvas is opaque and not one flat colour.
 PLACEHOLDER_PAINTED = """
@@ -74,9 +93,18 @@ async def test_log_in_then_scroll_two_feed_pages(
     authors = [await factory.user("ana"), await factory.user("ben")]
     for author in authors:
         await factory.follow(reader, author)
+    # Published one after another (the feed's order is the order of createPost), the
+    # worker processing them meanwhile; then waited for all together.
     created = [
-        await post_photo(gql, authors[n % 2], f"post {n + 1:02}") for n in range(PAGE_SIZE + 6)
+        await publish(
+            gql, authors[n % 2].token, [("image/jpeg", photo(f"{n + 1:02}"))], f"post {n + 1:02}"
+        )
+        for n in range(PAGE_SIZE + 6)
     ]
+    ready = await asyncio.gather(
+        *(wait_for_post(gql, authors[n % 2].token, post) for n, post in enumerate(created))
+    )
+    assert [post["status"] for post in ready] == ["READY"] * len(created), ready
     newest_first = list(reversed(created))
     # Image responses wait until the placeholders have been seen.
     images_released = asyncio.Event()
@@ -88,32 +116,44 @@ async def test_log_in_then_scroll_two_feed_pages(
     # When they open the client, signed out, and log in through the form (a wrong
     # password first).
     tab = await open_tab()
-    await tab.context.route(f"{browser_server.base_url}/media/**", hold_image)
-    await expect(tab.by("login-form")).to_be_visible()
-    await tab.by("login-username").fill(reader.username)
-    await tab.by("login-password").fill("not the password")
-    await tab.by("login-submit").click()
-    await expect(tab.by("login-error")).to_be_visible()
-    await expect(tab.by("login-error")).not_to_have_text("")
-    await tab.by("login-password").fill(PASSWORD)
-    await tab.by("login-submit").click()
-
-    # Then the feed shows the first page, newest first, each photo as its placeholder
-    # until the image arrives, then as a rendition from the API's origin.
-    posts = tab.feed_posts()
-    await expect(posts.nth(PAGE_SIZE - 1)).to_be_attached()
-    assert await posts.evaluate_all(POST_IDS) == newest_first[:PAGE_SIZE]
-    first = posts.first
-    await expect(first.get_by_test_id("post-author")).to_have_text(authors[1].username)
-    await expect(first.get_by_test_id("post-author")).to_have_attribute(
-        "href", re.compile(rf"#/u/{authors[1].username}$")
+    graphql_requests: list[Request] = []
+    graphql_url = f"{browser_server.base_url}/graphql"
+    tab.page.on(
+        "request",
+        lambda r: (
+            graphql_requests.append(r) if r.method == "POST" and r.url == graphql_url else None
+        ),
     )
-    await expect(first.get_by_test_id("post-caption")).to_have_text("post 16")
-    placeholder = first.get_by_test_id("post-placeholder")
-    await expect(placeholder).to_be_visible()
-    assert await placeholder.evaluate("el => el.tagName") == "CANVAS"
-    await tab.page.wait_for_function(PLACEHOLDER_PAINTED, arg=await placeholder.element_handle())
-    images_released.set()
+    await tab.context.route(f"{browser_server.base_url}/media/**", hold_image)
+    try:
+        await expect(tab.by("login-form")).to_be_visible()
+        await tab.by("login-username").fill(reader.username)
+        await tab.by("login-password").fill("not the password")
+        await tab.by("login-submit").click()
+        await expect(tab.by("login-error")).to_be_visible()
+        await expect(tab.by("login-error")).not_to_have_text("")
+        await tab.by("login-password").fill(PASSWORD)
+        await tab.by("login-submit").click()
+
+        # Then the feed shows the first page, newest first, each photo as its
+        # placeholder until the image arrives, then as a rendition from the API's origin.
+        posts = tab.feed_posts()
+        await expect(posts.nth(PAGE_SIZE - 1)).to_be_attached()
+        assert await posts.evaluate_all(POST_IDS) == newest_first[:PAGE_SIZE]
+        first = posts.first
+        await expect(first.get_by_test_id("post-author")).to_have_text(authors[1].username)
+        await expect(first.get_by_test_id("post-author")).to_have_attribute(
+            "href", re.compile(rf"#/u/{authors[1].username}$")
+        )
+        await expect(first.get_by_test_id("post-caption")).to_have_text("post 16")
+        placeholder = first.get_by_test_id("post-placeholder")
+        await expect(placeholder).to_be_visible()
+        assert await placeholder.evaluate("el => el.tagName") == "CANVAS"
+        await tab.page.wait_for_function(
+            PLACEHOLDER_PAINTED, arg=await placeholder.element_handle()
+        )
+    finally:
+        images_released.set()  # a held image must not outlive a failed test
     image = first.get_by_test_id("post-image")
     await tab.page.wait_for_function(IMAGE_LOADED, arg=await image.element_handle())
     widths = re.findall(r"\s(\d+)w", await image.get_attribute("srcset") or "")
@@ -125,9 +165,10 @@ async def test_log_in_then_scroll_two_feed_pages(
     # The second page is not read before the reader scrolls to it.
     assert await posts.count() == PAGE_SIZE
     await tab.page.screenshot(path=artifact(request.node.name, "feed"))
-    # The session is kept where the client keeps it.
+    # The session is kept where the client keeps it: under the API's origin.
     stored = await tab.page.evaluate(
-        "() => [localStorage.getItem('instagraph.token'), localStorage.getItem('instagraph.api')]"
+        "key => [localStorage.getItem(key), localStorage.getItem('instagraph.api')]",
+        token_key_for(browser_server),
     )
     assert stored[0] and stored[1] == browser_server.base_url
 
@@ -139,7 +180,35 @@ async def test_log_in_then_scroll_two_feed_pages(
     assert ids == newest_first
     await tab.by("feed-end").scroll_into_view_if_needed()
     await expect(tab.by("feed-end")).to_be_visible()
+
+    # The pages the client read: the first with no cursor, the second after the first
+    # page's endCursor, and no more.
+    pages = await feed_pages(graphql_requests)
+    assert [variables for variables, _ in pages] == [
+        {"first": PAGE_SIZE, "after": None},
+        {"first": PAGE_SIZE, "after": pages[0][1]["pageInfo"]["endCursor"]},
+    ], pages
+    assert pages[0][1]["pageInfo"]["hasNextPage"] is True
+    assert pages[1][1]["pageInfo"]["hasNextPage"] is False
     tab.assert_no_console_errors()
+
+
+async def feed_pages(requests: list[Request]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The HomeFeed requests that were answered with a page (a hash-only request the
+    server did not know is retried with the text: the retry is the one answered), as
+    (variables sent, the `feed` answered); `after` is None when not sent."""
+    pages = []
+    for sent in requests:
+        body = json.loads(sent.post_data or "{}")
+        if body.get("operationName") != "HomeFeed":
+            continue
+        response = await sent.response()
+        assert response is not None
+        feed = ((await response.json()).get("data") or {}).get("feed")
+        if feed is not None:
+            variables = body.get("variables") or {}
+            pages.append(({"after": None, **variables}, feed))
+    return pages
 
 
 async def test_upload_a_photo_until_ready_and_see_it_in_the_own_feed(
@@ -156,15 +225,35 @@ async def test_upload_a_photo_until_ready_and_see_it_in_the_own_feed(
     await expect(dialog).to_be_visible()
     file_input = tab.by("file-input")
     assert await file_input.get_attribute("type") == "file"
-    await file_input.set_input_files(files=[photo_file("sunset")])
+    await file_input.set_input_files(files=[photo_file("sunset", UPLOAD_PHOTO_SIZE)])
     await tab.by("caption-input").fill("Sunset over the bay #sunset")
     await tab.page.screenshot(path=artifact(request.node.name, "upload-dialog"))
+    # A slow uplink (Chromium's own network emulation), so the bytes take a while...
+    devtools = await tab.context.new_cdp_session(tab.page)
+    await devtools.send(
+        "Network.emulateNetworkConditions",
+        {
+            "offline": False,
+            "latency": 0,
+            "downloadThroughput": -1,
+            "uploadThroughput": UPLOAD_BYTES_PER_SECOND,
+        },
+    )
+    await tab.page.evaluate(RECORD_PROGRESS)
     await tab.by("post-submit").click()
 
-    # Then the file's progress bar reaches 100% and the post reaches READY.
+    # Then the file's progress bar moves through values part of the way as its bytes
+    # go up, and reaches 100%; the post reaches READY.
     progress = tab.page.locator('[data-testid="upload-progress"][data-file-index="0"]')
     await expect(progress).to_have_attribute("max", "100")
     await expect(progress).to_have_js_property("value", 100)
+    await devtools.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+    )
+    seen = await tab.page.evaluate("() => window.__progress")
+    assert any(0 < value < 100 for value in seen), seen
+    assert seen[-1] == 100, seen
     status = tab.by("upload-status")
     await expect(status).to_have_attribute("data-status", "READY", timeout=PROCESSING_TIMEOUT_MS)
     await expect(status).to_have_text(re.compile(r"\w"))  # readable, whatever the words

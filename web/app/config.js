@@ -6,16 +6,11 @@
 // are accepted.
 //
 // A token belongs to the API that issued it: it is kept under
-// `instagraph.token@<API origin>` and only ever sent to that origin, so a link with
-// `?api=` naming another server never receives it. `instagraph.token` (the key of
-// the client contract) mirrors the token of the API last signed in to, with that
-// API's origin in `instagraph.token.api`; a token found there without that record
-// (written by hand, or by a test harness, before the page loads) is taken as the
-// token of the API this page uses.
+// `instagraph.token@<API origin>` (one key per API origin, nothing else) and only ever
+// sent to that origin, so a link with `?api=` naming another server never receives it.
 
 const API_KEY = "instagraph.api";
 const TOKEN_KEY = "instagraph.token";
-const TOKEN_API_KEY = "instagraph.token.api";
 
 /** The origin of an http(s) URL, or null (other schemes, relative or broken URLs). */
 export function httpOrigin(value) {
@@ -62,31 +57,12 @@ export function apiUrl(url) {
 
 /** The token for this page's API, or null: never one another API issued. */
 export function getToken() {
-  const own = localStorage.getItem(tokenKey());
-  if (own) return own;
-  const shared = localStorage.getItem(TOKEN_KEY);
-  const issuer = localStorage.getItem(TOKEN_API_KEY);
-  if (shared && (issuer === null || issuer === apiOrigin)) {
-    setToken(shared); // record whose it is from now on
-    return shared;
-  }
-  return null;
+  return localStorage.getItem(tokenKey());
 }
 
 export function setToken(token) {
-  if (token) {
-    // Whose it is first, so another tab never sees the token without its issuer.
-    localStorage.setItem(TOKEN_API_KEY, apiOrigin);
-    localStorage.setItem(TOKEN_KEY, token);
-    localStorage.setItem(tokenKey(), token);
-    return;
-  }
-  localStorage.removeItem(tokenKey());
-  const issuer = localStorage.getItem(TOKEN_API_KEY);
-  if (issuer === null || issuer === apiOrigin) {
-    localStorage.removeItem(TOKEN_KEY);
-    localStorage.removeItem(TOKEN_API_KEY);
-  }
+  if (token) localStorage.setItem(tokenKey(), token);
+  else localStorage.removeItem(tokenKey());
 }
 
 /**
@@ -96,6 +72,7 @@ export function setToken(token) {
 export function onTokenChangeElsewhere(fn) {
   window.addEventListener("storage", (event) => {
     if (event.storageArea !== localStorage) return;
-    if (event.key === null || event.key === tokenKey() || event.key === TOKEN_KEY) fn();
+    if (event.key === null || event.key === tokenKey()) fn();
   });
 }
+

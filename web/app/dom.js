@@ -1,5 +1,6 @@
 // Building DOM safely: every string from the API goes in as a text node or an
 // attribute value, never as HTML.
+import { splitText } from "./text.js";
 
 /**
  * h("a", { href: "#/", class: "x", dataset: { testid: "nav-feed" }, onclick }, "Feed", child)
@@ -40,29 +41,17 @@ export function replace(el, ...children) {
   return append(el, children);
 }
 
-const TOKEN = /([#＃][\p{L}\p{N}_]+)|(@[A-Za-z0-9._]{1,30})/gu;
-
 /**
  * A caption or comment as text nodes, with #hashtags linked to #/tags/<tag> and
- * @mentions to #/u/<username>. Only the link targets are built from the text, and
- * they are URL-encoded; the text itself stays text.
+ * @mentions to #/u/<username>, found by the server's rules (text.js). Only the link
+ * targets are built from the text, and they are URL-encoded; the text stays text.
  */
 export function richText(text) {
-  const out = [];
-  let last = 0;
-  for (const match of (text || "").matchAll(TOKEN)) {
-    if (match.index > last) out.push(text.slice(last, match.index));
-    // A mention does not end with a dot ("thanks @ada." mentions ada).
-    const token = match[1] || match[2].replace(/\.+$/, "");
-    if (token.length < 2) continue;
-    const name = token.slice(1);
-    // The server normalises tags (NFKC, case folding) and usernames itself.
-    const href = match[1] ? `#/tags/${encodeURIComponent(name)}` : `#/u/${encodeURIComponent(name)}`;
-    out.push(h("a", { href, class: match[1] ? "tag" : "mention" }, token));
-    last = match.index + token.length;
-  }
-  if (last < (text || "").length) out.push(text.slice(last));
-  return out;
+  return splitText(text).map((part) => {
+    if (part.kind === "tag") return h("a", { href: `#/tags/${encodeURIComponent(part.name)}`, class: "tag" }, part.text);
+    if (part.kind === "mention") return h("a", { href: `#/u/${encodeURIComponent(part.name)}`, class: "mention" }, part.text);
+    return part.text;
+  });
 }
 
 /** "3m", "5h", "2d", or a date. */

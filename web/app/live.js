@@ -43,7 +43,8 @@ function getClient() {
       closed: (event) => {
         setState("closed");
         // As over HTTP: the session has ended (main.js signs out to the login page).
-        if (event && REFUSED.has(event.code)) signalUnauthenticated();
+        // After the client has finished with this close (signing out disposes it).
+        if (event && REFUSED.has(event.code)) setTimeout(signalUnauthenticated, 0);
       },
     },
   });

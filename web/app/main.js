@@ -1,6 +1,6 @@
 // Entry point: the top bar, the routes, and mounting one view at a time.
 import { isTransient, onUnauthenticated } from "./api.js";
-import { apiOrigin, getToken, onTokenChangeElsewhere } from "./config.js";
+import { getToken, onTokenChangeElsewhere } from "./config.js";
 import { h, t } from "./dom.js";
 import { icon } from "./icons.js";
 import { currentPath, match, navigate, route } from "./router.js";
@@ -158,7 +158,7 @@ onTokenChangeElsewhere(() => {
     renderHeaderOnce();
     if (session.viewer && currentPath().split("?")[0] !== "/login") mount();
     else navigate(session.viewer ? "/" : "/login");
-  });
+  }).catch((error) => showError(error));
 });
 
 async function start() {
@@ -175,7 +175,7 @@ async function start() {
           "div",
           { class: "card empty-state", role: "alert" },
           h("h2", {}, "Cannot reach Instagraph"),
-          h("p", { class: "muted" }, `The API at ${apiOrigin} did not answer: ${error.message}`),
+          h("p", { class: "muted" }, error.message),
           h("button", { class: "button primary", type: "button", onclick: start }, "Try again"),
         ),
       );

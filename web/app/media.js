@@ -59,6 +59,22 @@ export function picture(media, { sizes, testid = "post-image", alt = "", eager =
   return h("picture", {}, h("source", { type: "image/webp", srcset: srcset(media, "Webp"), sizes }), img);
 }
 
+const ALT_CAPTION = 100; // characters of the caption an alt text quotes
+
+/**
+ * Alt text for a post's media item: "Photo by @ada: Sunset over the bay…" (the API has
+ * no descriptions of its own, so the caption stands in, truncated).
+ */
+export function mediaAlt(post, index = 0) {
+  const media = post.media || [];
+  const kind = media[index] && media[index].kind === "VIDEO" ? "Video" : "Photo";
+  const which = media.length > 1 ? ` ${index + 1} of ${media.length}` : "";
+  const by = post.author ? ` by @${post.author.username}` : "";
+  const chars = [...(post.caption || "").replace(/\s+/g, " ").trim()];
+  const caption = chars.length > ALT_CAPTION ? `${chars.slice(0, ALT_CAPTION - 1).join("").trimEnd()}…` : chars.join("");
+  return `${kind}${which}${by}${caption ? `: ${caption}` : ""}`;
+}
+
 /** The aspect ratio to reserve for a media item, kept within Instagram's 4:5 .. 1.91:1. */
 export function aspect(media) {
   if (!media.width || !media.height) return 1;
@@ -66,7 +82,7 @@ export function aspect(media) {
 }
 
 /** One media item of a post: placeholder canvas under a picture, or a video with its poster. */
-export function mediaItem(media, { sizes = "(max-width: 500px) 100vw, 470px", eager = false } = {}) {
+export function mediaItem(media, { sizes = "(max-width: 500px) 100vw, 470px", eager = false, alt = "" } = {}) {
   const box = h("div", { class: "media-item", style: { aspectRatio: String(aspect(media)) } });
   box.append(placeholderCanvas(media.placeholder));
   if (media.kind === "VIDEO" && media.videoUrl) {
@@ -81,10 +97,11 @@ export function mediaItem(media, { sizes = "(max-width: 500px) 100vw, 470px", ea
         playsinline: true,
         loop: true,
         preload: "metadata",
+        "aria-label": alt || false,
       }),
     );
   } else if (media.feedJpeg || media.thumbJpeg) {
-    box.append(picture(media, { sizes, eager }));
+    box.append(picture(media, { sizes, eager, alt }));
   } else {
     box.append(h("div", { class: "media-pending" }, "Processing…"));
   }
@@ -92,7 +109,7 @@ export function mediaItem(media, { sizes = "(max-width: 500px) 100vw, 470px", ea
 }
 
 /** A square grid cell image (profile and hashtag grids). */
-export function gridImage(media) {
+export function gridImage(media, alt = "") {
   const box = h("div", { class: "grid-media" });
   box.append(placeholderCanvas(media.placeholder, "grid-placeholder"));
   if (media.thumbJpeg || media.feedJpeg) {
@@ -100,7 +117,7 @@ export function gridImage(media) {
       src: apiUrl(media.thumbJpeg || media.feedJpeg),
       srcset: srcset(media, "Jpeg", ["thumb", "feed"]),
       sizes: "(max-width: 935px) 33vw, 300px",
-      alt: "",
+      alt,
       loading: "lazy",
       decoding: "async",
     });

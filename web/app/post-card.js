@@ -2,7 +2,7 @@
 import { gql, payload } from "./api.js";
 import { avatar, h, richText, t, timeAgo } from "./dom.js";
 import { icon } from "./icons.js";
-import { mediaItem } from "./media.js";
+import { mediaAlt, mediaItem } from "./media.js";
 import { showError } from "./toast.js";
 
 function commentItem(comment) {
@@ -17,7 +17,7 @@ function commentItem(comment) {
 }
 
 function carousel(post, eager) {
-  const items = post.media.map((m, i) => mediaItem(m, { eager: eager && i === 0 }));
+  const items = post.media.map((m, i) => mediaItem(m, { eager: eager && i === 0, alt: mediaAlt(post, i) }));
   const track = h("div", { class: "carousel-track" }, items);
   const wrapper = t("div", "post-media", { class: "post-media" }, track);
   if (items.length > 1) {
@@ -39,7 +39,10 @@ function carousel(post, eager) {
  * `options.eager` loads the first image at once (the first cards of a page).
  */
 export function postCard(post, { eager = false } = {}) {
-  const state = { liked: post.viewerHasLiked, likes: post.likeCount, comments: post.commentCount, busy: false };
+  // `liked` is what the viewer wants (shown at once); `server` what the API last said.
+  const state = { liked: post.viewerHasLiked, likes: post.likeCount, comments: post.commentCount };
+  const server = { liked: post.viewerHasLiked, likes: post.likeCount };
+  let syncing = false;
   const profile = `#/u/${encodeURIComponent(post.author.username)}`;
 
   const likeCount = t("span", "like-count", {}, String(state.likes));
@@ -59,25 +62,35 @@ export function postCard(post, { eager = false } = {}) {
     commentWord.textContent = state.comments === 1 ? " comment" : " comments";
   }
 
-  async function setLiked(liked) {
-    if (state.busy || state.liked === liked) return;
-    const before = { liked: state.liked, likes: state.likes };
-    state.busy = true;
+  function setLiked(liked) {
+    if (state.liked === liked) return;
     state.liked = liked; // optimistic
     state.likes += liked ? 1 : -1;
     render();
+    sync();
+  }
+
+  /**
+   * One request at a time; clicks while one is in flight only change what is wanted,
+   * and the loop sends whatever is still needed once the request comes back.
+   */
+  async function sync() {
+    if (syncing) return;
+    syncing = true;
     try {
-      const data = await gql(liked ? "LikePost" : "UnlikePost", { postId: post.id });
-      const result = payload(liked ? data.likePost : data.unlikePost);
-      if (result.post) {
-        state.liked = result.post.viewerHasLiked;
-        state.likes = result.post.likeCount;
+      while (state.liked !== server.liked) {
+        const want = state.liked;
+        const data = await gql(want ? "LikePost" : "UnlikePost", { postId: post.id });
+        const result = payload(want ? data.likePost : data.unlikePost);
+        server.liked = result.post ? result.post.viewerHasLiked : want;
+        if (result.post) server.likes = result.post.likeCount;
       }
+      state.likes = server.likes; // settled: the API's count
     } catch (error) {
-      Object.assign(state, before); // roll back
-      showError(error, liked ? "Could not like" : "Could not unlike");
+      Object.assign(state, { liked: server.liked, likes: server.likes }); // roll back
+      showError(error, state.liked ? "Could not unlike" : "Could not like");
     } finally {
-      state.busy = false;
+      syncing = false;
       render();
     }
   }
@@ -87,6 +100,8 @@ export function postCard(post, { eager = false } = {}) {
   const media = carousel(post, eager);
   media.append(heartBurst);
   media.addEventListener("dblclick", (event) => {
+    // Quick clicks on the carousel's arrows or dots are not a double tap on the photo.
+    if (event.target.closest(".carousel-nav, .dots")) return;
     event.preventDefault();
     heartBurst.classList.remove("show");
     void heartBurst.offsetWidth; // restart the animation

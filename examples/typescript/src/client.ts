@@ -5,7 +5,10 @@
 // sent: a server with the trusted-documents manifest (web/trusted-documents.json, which
 // includes ./gql/persisted-documents.json) runs it at once. If the server does not know
 // the hash (PERSISTED_QUERY_NOT_FOUND: another manifest, or APQ only), the client sends
-// the very text that was hashed, with the hash, once; the server registers it.
+// the very text that was hashed, with the hash, once; the server registers it. If the
+// server does not do persisted queries at all (PERSISTED_QUERY_NOT_SUPPORTED: no
+// manifest and APQ switched off), the client sends the text, and from then on sends
+// only text to that server.
 import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
 import { Kind, print, type DocumentNode, type GraphQLFormattedError } from "graphql";
 import persistedDocuments from "./gql/persisted-documents.json" with { type: "json" };
@@ -68,17 +71,26 @@ function operationName(document: DocumentNode): string | undefined {
   return undefined;
 }
 
-function notFound(errors: readonly GraphQLFormattedError[] | undefined): boolean {
+function hasError(
+  errors: readonly GraphQLFormattedError[] | undefined,
+  code: string,
+  message: string,
+): boolean {
   return (errors ?? []).some(
-    (error) =>
-      error.extensions?.["code"] === "PERSISTED_QUERY_NOT_FOUND" ||
-      error.message === "PersistedQueryNotFound",
+    (error) => error.extensions?.["code"] === code || error.message === message,
   );
 }
+
+const notFound = (errors: readonly GraphQLFormattedError[] | undefined) =>
+  hasError(errors, "PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound");
+const notSupported = (errors: readonly GraphQLFormattedError[] | undefined) =>
+  hasError(errors, "PERSISTED_QUERY_NOT_SUPPORTED", "PersistedQueryNotSupported");
 
 export function createClient(options: ClientOptions) {
   const documents = options.documents ?? (persistedDocuments as PersistedDocuments);
   const fetchImpl = options.fetch ?? fetch;
+  // False once the server said it does not do persisted queries: text only from then on.
+  let persisted = true;
 
   async function send<TResult>(body: Body): Promise<[number, Response<TResult>]> {
     const headers: Record<string, string> = { "content-type": "application/json", accept: ACCEPT };
@@ -108,16 +120,20 @@ export function createClient(options: ClientOptions) {
     const base: Body = { operationName: operationName(document), variables: variables ?? {} };
     let status: number;
     let result: Response<TResult>;
-    if (key !== undefined && text !== undefined) {
+    if (key !== undefined && text !== undefined && persisted) {
       // The server's APQ extension takes the bare hex digest.
       const persistedQuery = { version: 1, sha256Hash: key.replace(/^sha256:/, "") } as const;
       [status, result] = await send<TResult>({ ...base, extensions: { persistedQuery } });
       if (notFound(result.errors)) {
         [status, result] = await send<TResult>({ ...base, query: text, extensions: { persistedQuery } });
+      } else if (notSupported(result.errors)) {
+        persisted = false;
+        [status, result] = await send<TResult>({ ...base, query: text });
       }
     } else {
-      // Not generated with persisted documents: send the text (no hash to match).
-      [status, result] = await send<TResult>({ ...base, query: print(document) });
+      // Not generated with persisted documents (no hash to match), or a server without
+      // persisted queries: send the text (the one that was hashed, when there is one).
+      [status, result] = await send<TResult>({ ...base, query: text ?? print(document) });
     }
     if (result.errors?.length || result.data == null) {
       throw new GraphQLRequestError(status, result.errors ?? []);

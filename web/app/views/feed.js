@@ -3,6 +3,7 @@ import { gql } from "../api.js";
 import { h, plural, t } from "../dom.js";
 import { subscribe } from "../live.js";
 import { postCard } from "../post-card.js";
+import { session } from "../session.js";
 import { showError } from "../toast.js";
 import { storiesTray } from "./stories.js";
 
@@ -38,6 +39,10 @@ export function feedView(root) {
     }
     if (atTop) feed.prepend(...cards);
     else feed.append(...cards);
+    // A post delivered live before its page loaded is on screen now: not "new" any more.
+    const before = pending.length;
+    pending = pending.filter((p) => !seen.has(p.id));
+    if (pending.length !== before) showBanner();
   }
 
   async function loadMore() {
@@ -98,6 +103,13 @@ export function feedView(root) {
     (data) => {
       const post = data.feedItemAdded;
       if (seen.has(post.id) || pending.some((p) => p.id === post.id)) return;
+      if (session.viewer && post.author && post.author.id === session.viewer.id) {
+        // The viewer's own post: no news to them, it just goes on top.
+        add([post], { atTop: true });
+        empty.hidden = true;
+        end.hidden = hasNext;
+        return;
+      }
       pending.unshift(post);
       showBanner();
     },

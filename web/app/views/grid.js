@@ -1,7 +1,7 @@
 // A 3-column grid of post thumbnails, paged by cursor as it scrolls into view.
 import { h, t } from "../dom.js";
 import { icon } from "../icons.js";
-import { gridImage } from "../media.js";
+import { gridImage, mediaAlt } from "../media.js";
 import { showError } from "../toast.js";
 
 /**
@@ -23,7 +23,7 @@ export function postGrid(testid, fetchPage, first = null) {
           "a",
           "grid-item",
           { class: "grid-item", href: `#/p/${encodeURIComponent(post.id)}`, "data-post-id": post.id, "data-status": post.status },
-          cover ? gridImage(cover) : null,
+          cover ? gridImage(cover, mediaAlt(post, 0)) : null,
           post.media.length > 1 ? h("span", { class: "grid-badge multi", "aria-label": "Several photos" }, "❐") : null,
           post.status !== "READY" ? h("span", { class: "grid-status" }, post.status.toLowerCase()) : null,
           h(

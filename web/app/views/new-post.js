@@ -1,6 +1,6 @@
 // New post: pick 1 to 10 photos or a video, write a caption, upload each file
 // straight to its upload target with a progress bar, then wait until READY.
-import { gql, payload } from "../api.js";
+import { gql, isTransient, payload } from "../api.js";
 import { h, plural, t } from "../dom.js";
 import { navigate } from "../router.js";
 import { showError } from "../toast.js";
@@ -8,6 +8,7 @@ import { uploadFile } from "../upload.js";
 
 const MAX_FILES = 10;
 const POLL_MS = 1000;
+const POLL_MAX_MS = 15_000; // the longest wait between polls while the API is unreachable
 const POLL_LIMIT_MS = 10 * 60 * 1000;
 const PARALLEL_UPLOADS = 3;
 
@@ -21,6 +22,14 @@ const STATUS_TEXT = {
 
 function newKey() {
   return crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(16).slice(2)}`;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The file a UserError is about (`media.2.byteSize` -> 2), or null. */
+export function fileIndexOf(field) {
+  const m = /^media\.(\d+)(?:\.|$)/.exec(field || "");
+  return m ? Number(m[1]) : null;
 }
 
 function formatBytes(n) {
@@ -42,13 +51,39 @@ export function newPostView(root) {
   const counter = h("span", { class: "muted small" }, "0/2200");
   const submit = t("button", "post-submit", { type: "submit", class: "primary", disabled: true }, "Share");
   const status = t("p", "upload-status", { class: "upload-status", role: "status", "aria-live": "polite", hidden: true });
+  const problems = h("ul", { class: "form-error upload-errors", role: "alert", hidden: true });
   const after = h("div", { class: "after-actions", hidden: true });
 
   function setStatus(value, detail = "") {
     status.hidden = false;
+    delete status.dataset.interrupted;
     status.dataset.status = value;
     status.className = `upload-status status-${value.toLowerCase()}`;
     status.textContent = detail ? `${STATUS_TEXT[value]} ${detail}` : STATUS_TEXT[value];
+  }
+
+  /** Every problem the API reported, each next to its file when it is about one. */
+  function showProblems(error) {
+    const errors = error.errors && error.errors.length && error.errors.every((e) => e.message) ? error.errors : [error];
+    const items = previews.querySelectorAll(".upload-item");
+    previews.querySelectorAll(".upload-item-error").forEach((el) => el.remove());
+    const general = [];
+    for (const e of errors) {
+      const text = e.code && e.code !== e.message ? `${e.message} (${e.code})` : e.message;
+      const i = fileIndexOf(e.field);
+      if (i !== null && items[i]) {
+        items[i].querySelector(".upload-meta").append(h("span", { class: "form-error small upload-item-error", role: "alert" }, text));
+        general.push(`${files[i] ? files[i].name : `File ${i + 1}`}: ${text}`);
+      } else general.push(text);
+    }
+    problems.replaceChildren(...general.map((text) => h("li", {}, text)));
+    problems.hidden = general.length === 0;
+  }
+
+  function clearProblems() {
+    problems.hidden = true;
+    problems.replaceChildren();
+    previews.querySelectorAll(".upload-item-error").forEach((el) => el.remove());
   }
 
   function renderFiles() {
@@ -79,21 +114,55 @@ export function newPostView(root) {
     } else files = chosen;
     idempotencyKey = newKey();
     status.hidden = true;
+    clearProblems();
     renderFiles();
   });
   caption.addEventListener("input", () => {
     counter.textContent = `${caption.value.length}/2200`;
   });
 
+  /** Poll the post until READY or FAILED, riding out network blips and restarts. */
   async function waitUntilDone(postId) {
     const started = Date.now();
+    let delay = POLL_MS;
     while (!stopped && Date.now() - started < POLL_LIMIT_MS) {
-      const { post } = await gql("PostStatus", { id: postId });
+      let post;
+      try {
+        ({ post } = await gql("PostStatus", { id: postId }));
+      } catch (error) {
+        if (!isTransient(error)) throw error;
+        console.warn("PostStatus: will retry", error);
+        setStatus("PROCESSING", "(waiting for the connection…)");
+        delay = Math.min(delay * 2, POLL_MAX_MS);
+        await sleep(delay);
+        continue;
+      }
       if (!post) throw new Error("The post is gone.");
       if (post.status === "READY" || post.status === "FAILED") return post;
-      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      if (delay !== POLL_MS) setStatus("PROCESSING");
+      delay = POLL_MS;
+      await sleep(delay);
     }
     return null;
+  }
+
+  async function upload(targets, bars) {
+    setStatus("UPLOADING", plural(files.length, "file"));
+    const queue = files.map((file, i) => ({ file, i }));
+    const worker = async () => {
+      for (let job = queue.shift(); job; job = queue.shift()) {
+        const { file, i } = job;
+        try {
+          await uploadFile(file, targets[i], (fraction) => {
+            bars[i].value = Math.round(fraction * 100);
+          });
+        } catch (error) {
+          queue.length = 0; // the other workers stop after their current file
+          throw error;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PARALLEL_UPLOADS, files.length) }, worker));
   }
 
   async function share(event) {
@@ -102,7 +171,9 @@ export function newPostView(root) {
     submit.disabled = true;
     fileInput.disabled = true;
     after.hidden = true;
+    clearProblems();
     const bars = [...previews.querySelectorAll("progress")];
+    let postId = null;
     try {
       setStatus("PENDING");
       const input = {
@@ -111,24 +182,27 @@ export function newPostView(root) {
         idempotencyKey,
       };
       const created = payload((await gql("CreatePost", { input })).createPost);
-      const postId = created.post.id;
+      postId = created.post.id;
       status.dataset.postId = postId;
 
-      setStatus("UPLOADING", plural(files.length, "file"));
-      const queue = files.map((file, i) => ({ file, i }));
-      const worker = async () => {
-        for (let job = queue.shift(); job; job = queue.shift()) {
-          const { file, i } = job;
-          await uploadFile(file, created.uploads[i], (fraction) => {
-            bars[i].value = Math.round(fraction * 100);
-          });
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(PARALLEL_UPLOADS, files.length) }, worker));
+      // Share again after an interruption: the same key gives back the same post. A
+      // post still PENDING comes with fresh upload targets; one past that has none,
+      // and its bytes are already in.
+      let current = created.post.status;
+      const targets = created.uploads || [];
+      if (current === "PENDING" && targets.length === files.length) await upload(targets, bars);
+      else bars.forEach((bar) => { bar.value = 100; });
 
-      const completed = payload((await gql("CompleteUpload", { postId })).completeUpload);
-      setStatus(completed.post.status === "READY" ? "READY" : "PROCESSING");
-      const done = completed.post.status === "READY" ? completed.post : await waitUntilDone(postId);
+      let done = null;
+      if (current === "PENDING") {
+        const completed = payload((await gql("CompleteUpload", { postId })).completeUpload);
+        current = completed.post.status;
+        if (current === "READY" || current === "FAILED") done = completed.post;
+      }
+      if (!done) {
+        setStatus("PROCESSING");
+        done = await waitUntilDone(postId);
+      }
       if (!done) return;
       if (done.status === "READY") {
         setStatus("READY");
@@ -143,8 +217,18 @@ export function newPostView(root) {
       }
       after.hidden = false;
     } catch (error) {
-      setStatus("FAILED", error.message);
-      showError(error, "Could not post");
+      if (stopped) return;
+      showProblems(error);
+      if (postId === null) {
+        // Refused before any post existed: nothing was created.
+        const count = (error.errors || []).length;
+        setStatus("FAILED", count > 1 ? `${count} problems, listed below.` : error.message);
+      } else {
+        // The post exists and has not failed: Share again picks it up where it stopped.
+        status.dataset.interrupted = "true";
+        status.textContent = `${STATUS_TEXT[status.dataset.status]} Interrupted: ${error.message} Press Share to try again.`;
+      }
+      console.warn("Could not post", error);
       submit.disabled = false;
       fileInput.disabled = false;
     }
@@ -158,6 +242,7 @@ export function newPostView(root) {
     h("div", { class: "field" }, caption, counter),
     h("div", { class: "form-actions" }, h("a", { href: "#/", class: "button" }, "Cancel"), submit),
     status,
+    problems,
     after,
   );
   form.addEventListener("submit", share);

@@ -43,6 +43,7 @@ export function notificationsView(root) {
   const more = h("button", { class: "button more", hidden: true, type: "button" }, "Older");
   let cursor = null;
   let markTimer = null;
+  let loaded = false; // only what the viewer has been shown is marked read
 
   function markRead() {
     clearTimeout(markTimer);
@@ -65,8 +66,16 @@ export function notificationsView(root) {
       if (empty) list.append(h("li", { class: "muted empty" }, "No notifications yet."));
       cursor = notifications.pageInfo.endCursor;
       more.hidden = !notifications.pageInfo.hasNextPage;
+      loaded = true;
+      return true;
     } catch (error) {
       showError(error, "Could not load notifications");
+      if (!loaded) {
+        list.querySelector(".retry")?.remove();
+        const retry = h("li", { class: "retry" }, h("button", { class: "button", type: "button", onclick: () => { retry.remove(); load().then((ok) => ok && markRead()); } }, "Try again"));
+        list.append(retry);
+      }
+      return false;
     } finally {
       more.disabled = false;
     }
@@ -76,11 +85,11 @@ export function notificationsView(root) {
   const stop = onNotification((n) => {
     list.querySelector(".empty")?.remove();
     list.prepend(item(n));
-    markRead();
+    if (loaded) markRead();
   });
 
   root.append(h("section", { class: "notifications-page" }, h("h1", {}, "Notifications"), list, more));
-  load().then(markRead);
+  load().then((ok) => ok && markRead());
   return () => {
     stop();
     clearTimeout(markTimer);

@@ -12,6 +12,7 @@ function count(testid, value, label) {
 
 export function profileView(root, { username }) {
   let grid = null;
+  let disposed = false; // left the page before the profile loaded: build nothing
   const container = t("section", "profile", { class: "profile", "data-username": username });
   container.append(h("div", { class: "spinner", "aria-label": "Loading" }));
   root.append(container);
@@ -21,10 +22,12 @@ export function profileView(root, { username }) {
     try {
       ({ user } = await gql("UserProfile", { username, first: PAGE, after: null }));
     } catch (error) {
+      if (disposed) return;
       container.replaceChildren(h("div", { class: "card empty-state" }, h("h2", {}, "Could not load this profile"), h("p", { class: "muted" }, error.message)));
       showError(error, "Could not load the profile");
       return;
     }
+    if (disposed) return;
     if (!user) {
       container.replaceChildren(h("div", { class: "card empty-state" }, h("h2", {}, "Sorry, this page isn't available."), h("p", { class: "muted" }, `No account named @${username}.`), h("a", { href: "#/", class: "button" }, "Back to the feed")));
       return;
@@ -100,5 +103,8 @@ export function profileView(root, { username }) {
     container.replaceChildren(header, h("div", { class: "profile-tabs" }, h("span", { class: "active" }, "POSTS")), body);
   })();
 
-  return () => grid && grid.dispose();
+  return () => {
+    disposed = true;
+    if (grid) grid.dispose();
+  };
 }

@@ -40,12 +40,13 @@ function ring(reel) {
 }
 
 /** Add a story: pick a file, createStory, upload, completeStoryUpload. */
-function addStoryButton(onDone) {
+function addStoryButton(onDone, hasOwn = false) {
+  const idle = hasOwn ? "Add to story" : "Your story";
   const input = h("input", { type: "file", accept: "image/*,video/*", hidden: true });
-  const label = h("span", { class: "ring-name" }, "Your story");
+  const label = h("span", { class: "ring-name" }, idle);
   const button = h(
     "button",
-    { class: "story-ring add-story", type: "button", "data-testid": "add-story", onclick: () => input.click() },
+    { class: "story-ring add-story", type: "button", "data-testid": "add-story", "aria-label": hasOwn ? "Add to your story" : "Add a story", onclick: () => input.click() },
     h("span", { class: "ring add" }, session.viewer ? avatar(session.viewer, 56) : null, h("span", { class: "plus" }, "+")),
     label,
   );
@@ -66,7 +67,7 @@ function addStoryButton(onDone) {
       showError(error, "Could not add the story");
     } finally {
       button.disabled = false;
-      label.textContent = "Your story";
+      label.textContent = idle;
       input.value = "";
     }
   });
@@ -80,7 +81,8 @@ export function storiesTray() {
     try {
       const reels = await loadTray();
       const hasOwn = reels.some((r) => session.viewer && r.author.id === session.viewer.id);
-      tray.replaceChildren(...(hasOwn ? [] : [addStoryButton(refresh)]), ...reels.map(ring));
+      // Adding a story stays possible with a live reel: it joins the end of that reel.
+      tray.replaceChildren(addStoryButton(refresh, hasOwn), ...reels.map(ring));
     } catch (error) {
       showError(error, "Could not load stories");
     }
@@ -105,7 +107,15 @@ export function storyViewerView(root, { userId }) {
     "div",
     "story-viewer",
     { class: "story-viewer", role: "dialog", "aria-modal": "true", "aria-label": "Story" },
-    h("div", { class: "story-frame" }, bars, header, stage, h("div", { class: "story-tap prev", "aria-label": "Previous" }), h("div", { class: "story-tap next", "aria-label": "Next" })),
+    h(
+      "div",
+      { class: "story-frame" },
+      bars,
+      header,
+      stage,
+      h("button", { type: "button", class: "story-tap prev", "aria-label": "Previous story" }),
+      h("button", { type: "button", class: "story-tap next", "aria-label": "Next story" }),
+    ),
     close,
   );
 
@@ -118,6 +128,7 @@ export function storyViewerView(root, { userId }) {
 
   function advance(delta) {
     clearTimeout(timer);
+    if (closed) return;
     const reel = reels[reelIndex];
     const next = storyIndex + delta;
     if (next >= 0 && next < reel.stories.length) {
@@ -140,6 +151,8 @@ export function storyViewerView(root, { userId }) {
   }
 
   function show() {
+    clearTimeout(timer);
+    if (closed) return; // left the viewer while something was loading
     const reel = reels[reelIndex];
     const story = reel.stories[storyIndex];
     viewer.dataset.userId = reel.author.id;
@@ -199,6 +212,7 @@ export function storyViewerView(root, { userId }) {
   (async () => {
     try {
       if (!reels.some((r) => r.author.id === userId)) reels = await loadTray();
+      if (closed) return;
       reelIndex = reels.findIndex((r) => r.author.id === userId);
       if (reelIndex < 0) {
         toast("No live stories for this account.");
@@ -208,6 +222,7 @@ export function storyViewerView(root, { userId }) {
       storyIndex = firstUnseen(reels[reelIndex]);
       show();
     } catch (error) {
+      if (closed) return;
       showError(error, "Could not load stories");
       exit();
     }
@@ -216,6 +231,7 @@ export function storyViewerView(root, { userId }) {
   return () => {
     closed = true;
     clearTimeout(timer);
+    stage.querySelectorAll("video").forEach((video) => video.pause());
     document.removeEventListener("keydown", onKey);
   };
 }
