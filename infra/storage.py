@@ -20,10 +20,13 @@ Clients upload straight to storage, never through the API process's memory:
   upload with one presigned ``UploadPart`` URL per part. ``complete_multipart``
   lists the parts itself: the client's word about its parts is never needed.
   A browser uploads there cross-origin: the bucket needs the CORS rules
-  ``bucket_cors_rules`` builds from CORS_ALLOW_ORIGINS. For a real bucket,
-  ``python -m infra.storage --print-cors`` prints them for
-  ``aws s3api put-bucket-cors`` (docs/front-end.md); ``ensure_bucket``, which only
-  the tests call, applies them to moto's buckets.
+  ``bucket_cors_rules`` builds from CORS_ALLOW_ORIGINS. Without a CDN in front
+  (MEDIA_PUBLIC_BASE_URL), renditions are read from the bucket's own URLs, unsigned:
+  the bucket needs the policy ``bucket_public_read_policy`` builds, which lets anyone
+  read ``renditions/`` and nothing else. For a real bucket, ``python -m infra.storage
+  --print-cors`` and ``--print-policy`` print them for ``aws s3api put-bucket-cors``
+  and ``put-bucket-policy`` (docs/front-end.md); ``ensure_bucket``, which only the
+  tests call, applies both to moto's buckets.
 
 Neither an S3 POST policy nor a multipart upload is a substitute for the worker's
 own checks (size, magic bytes): S3-compatible stores differ in what they
@@ -45,7 +48,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -748,6 +751,32 @@ def bucket_cors_rules(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
+def bucket_public_read_policy(settings: Settings) -> dict[str, Any] | None:
+    """The bucket policy (S3's PutBucketPolicy document) that lets anyone GET renditions,
+    the objects under `PUBLIC_PREFIX`, as the local backend's /media route serves them:
+    the client loads them from the bucket's own URLs (`S3Storage.public_url`), unsigned,
+    which a new bucket refuses. Originals, and every other action, stay private.
+
+    None when MEDIA_PUBLIC_BASE_URL is set: renditions are then read through that CDN,
+    which should reach the bucket with its own origin access (CloudFront's OAC, say),
+    not through a public policy.
+    """
+    if settings.media_public_base_url:
+        return None
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PublicReadRenditions",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{settings.s3_bucket}/{PUBLIC_PREFIX}*",
+            }
+        ],
+    }
+
+
 # What S3-compatible stores answer to an API they lack (S3's own code, and MinIO's and
 # Ceph's variants for a bucket subresource they do not implement).
 _NOT_IMPLEMENTED = ("NotImplemented", "MethodNotAllowed", "XNotImplemented")
@@ -804,6 +833,7 @@ class S3Storage:
         self._stack: contextlib.AsyncExitStack | None = None
         self._lock = asyncio.Lock()
         self._cors_rules = bucket_cors_rules(settings)
+        self._policy = bucket_public_read_policy(settings)
 
     async def _s3(self) -> Any:
         if self._client is None:
@@ -825,10 +855,11 @@ class S3Storage:
                 await stack.aclose()
 
     async def ensure_bucket(self) -> None:
-        """Create the bucket if it does not exist, and give it `bucket_cors_rules` (the
-        tests' buckets on moto; a real bucket is configured by its owner, with
-        `python -m infra.storage --print-cors`). A store without PutBucketCors (some
-        configure CORS server-wide) gets a warning, not an error."""
+        """Create the bucket if it does not exist, and give it `bucket_cors_rules` and
+        `bucket_public_read_policy` (the tests' buckets on moto; a real bucket is
+        configured by its owner, with `python -m infra.storage --print-cors` and
+        `--print-policy`). A store without PutBucketCors or PutBucketPolicy (some
+        configure these server-wide) gets a warning, not an error."""
         s3 = await self._s3()
         try:
             await s3.head_bucket(Bucket=self.bucket)
@@ -843,20 +874,36 @@ class S3Storage:
             except ClientError as exc:
                 if _error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise
-        if not self._cors_rules:
-            return
-        try:
-            await s3.put_bucket_cors(
-                Bucket=self.bucket, CORSConfiguration={"CORSRules": self._cors_rules}
+        if self._cors_rules:
+            await self._configure(
+                "CORS rules",
+                "browser uploads",
+                s3.put_bucket_cors(
+                    Bucket=self.bucket, CORSConfiguration={"CORSRules": self._cors_rules}
+                ),
             )
+        if self._policy is not None:
+            await self._configure(
+                "a bucket policy",
+                "public reads of renditions",
+                s3.put_bucket_policy(Bucket=self.bucket, Policy=json.dumps(self._policy)),
+            )
+
+    async def _configure(self, what: str, needed_for: str, call: Awaitable[Any]) -> None:
+        """Await one bucket configuration call; a store that does not implement it gets a
+        warning (configure the store itself), any other refusal is raised."""
+        try:
+            await call
         except ClientError as exc:
             if _error_code(exc) not in _NOT_IMPLEMENTED:
                 raise
             log.warning(
-                "bucket %s: the store does not take bucket CORS rules (%s); configure CORS "
-                "on the store itself for browser uploads (docs/front-end.md)",
+                "bucket %s: the store does not take %s (%s); configure the store itself "
+                "for %s (docs/front-end.md)",
                 self.bucket,
+                what,
                 _error_code(exc),
+                needed_for,
             )
 
     async def upload_target(
@@ -1165,16 +1212,63 @@ def print_cors() -> None:
     print(json.dumps({"CORSRules": rules}, indent=2))
 
 
+# S3's bucket naming rules (3 to 63 lower-case letters, digits, dots and hyphens, a
+# letter or digit at each end): what may go into the policy's ARN.
+_BUCKET_NAME_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def print_policy() -> None:
+    """`python -m infra.storage --print-policy`: the bucket policy letting anyone read
+    renditions (`bucket_public_read_policy`) of the environment's S3_BUCKET, as `aws s3api
+    put-bucket-policy --bucket B --policy file://policy.json` takes it.
+
+    As `--print-cors`: S3_BUCKET must be set (the default name is never assumed to be
+    the operator's bucket) and ENV valid; and MEDIA_PUBLIC_BASE_URL unset (a CDN in
+    front reads the bucket with its own origin access, no public policy). Exits
+    non-zero, saying why, otherwise.
+    """
+    try:
+        env = env_from_environment()
+        bucket = os.environ.get("S3_BUCKET", "").strip()
+        if not bucket:
+            raise SystemExit(
+                "set S3_BUCKET to the bucket the policy is for (e.g. S3_BUCKET=instagraph-media)"
+            )
+        if not _BUCKET_NAME_RE.fullmatch(bucket):
+            raise SystemExit(f"S3_BUCKET {bucket!r} is not an S3 bucket name")
+        media_base = os.environ.get("MEDIA_PUBLIC_BASE_URL", "").strip()
+        policy = bucket_public_read_policy(
+            Settings(env=env, s3_bucket=bucket, media_public_base_url=media_base)
+        )
+    except (RuntimeError, ValueError) as exc:
+        raise SystemExit(str(exc)) from exc
+    if policy is None:
+        raise SystemExit(
+            "MEDIA_PUBLIC_BASE_URL is set: renditions are read through that CDN; give it "
+            "origin access to the bucket instead of a public policy (docs/front-end.md)"
+        )
+    print(json.dumps(policy, indent=2))
+
+
 if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m infra.storage")
-    parser.add_argument(
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument(
         "--print-cors",
         action="store_true",
         help="print the S3 bucket CORS configuration for CORS_ALLOW_ORIGINS",
     )
-    if parser.parse_args().print_cors:
+    what.add_argument(
+        "--print-policy",
+        action="store_true",
+        help="print the S3 bucket policy letting anyone read S3_BUCKET's renditions",
+    )
+    arguments = parser.parse_args()
+    if arguments.print_cors:
         print_cors()
+    elif arguments.print_policy:
+        print_policy()
     else:
         parser.print_help()

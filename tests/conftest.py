@@ -189,7 +189,7 @@ async def run_worker(settings: Settings) -> AsyncIterator[Worker]:
             await worker.close()
 
 
-def _with_redis_db(url: str, db: int) -> str:
+def with_redis_db(url: str, db: int) -> str:
     base, _, _ = url.rpartition("/")
     return f"{base}/{db}"
 
@@ -204,7 +204,7 @@ async def media_server_instance(
     """
     base = replace(
         settings,
-        redis_url=_with_redis_db(settings.redis_url, 1),
+        redis_url=with_redis_db(settings.redis_url, 1),
         # Small enough that a test video goes up in S3 multipart parts (5 MiB minimum).
         multipart_threshold_bytes=8 * 1024 * 1024,
         multipart_part_bytes=5 * 1024 * 1024,
@@ -228,7 +228,7 @@ async def feed_server_instance(settings: Settings) -> AsyncIterator[Server]:
     tests can cross the threshold and page past the cap with a handful of rows."""
     base = replace(
         settings,
-        redis_url=_with_redis_db(settings.redis_url, 2),
+        redis_url=with_redis_db(settings.redis_url, 2),
         media_root=settings.media_root / "feed-server",
         celebrity_follower_threshold=3,
         feed_cap=10,
@@ -252,8 +252,9 @@ async def media_server(media_server_instance: Server) -> Server:
     return media_server_instance
 
 
-async def clean_state(srv: Server) -> None:
-    """Empty every table and Redis."""
+async def clean_state(srv: Server, *, restart_identity: bool = True) -> None:
+    """Empty every table and Redis. `restart_identity=False` keeps ids counting from one
+    test to the next, for servers whose worker outlives a test (tests/browser)."""
     async with srv.engine.begin() as conn:
         tables = (
             await conn.execute(
@@ -265,7 +266,8 @@ async def clean_state(srv: Server) -> None:
         ).scalars()
         names = ", ".join(f'"{name}"' for name in tables)
         if names:
-            await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            restart = " RESTART IDENTITY" if restart_identity else ""
+            await conn.execute(text(f"TRUNCATE {names}{restart} CASCADE"))
     await srv.redis.flushall()
     # Ids restart: a moment-old record remembered by the process would be another's.
     srv.resources.recent.clear()

@@ -4,12 +4,11 @@ straight to the blob store with the returned target, completeUpload, wait for RE
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.conftest import GraphQLClient, Server
+from tests.conftest import GraphQLClient
 
 CREATE_POST = """
 mutation ($input: CreatePostInput!) {
@@ -97,17 +96,13 @@ async def wait_for_post(gql: GraphQLClient, token: str, post_id: str) -> dict[st
             await asyncio.sleep(0.1)
 
 
-async def read_public(server: Server, url: str, tmp_path: Path) -> bytes:
-    """Fetch a rendition by its public URL (local backend: through the API's media route;
-    S3: moto refuses anonymous reads, so through the store with the key the URL names)."""
-    if server.settings.storage_backend == "local":
-        async with httpx.AsyncClient() as client:
-            response = await client.get(url)
-        assert response.status_code == 200
-        assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
-        assert response.headers["etag"]
-        return response.content
-    key = url.split(f"/{server.settings.s3_bucket}/", 1)[1]
-    path = tmp_path / key.replace("/", "_")
-    await server.storage.download_to(key, path)
-    return path.read_bytes()
+async def read_public(url: str) -> bytes:
+    """Fetch a rendition by its public URL, as a browser would, with no credentials (local
+    backend: the API's media route; S3: the bucket, readable under `renditions/` by its
+    policy, `infra.storage.bucket_public_read_policy`)."""
+    async with httpx.AsyncClient() as client:
+        response = await client.get(url)
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert response.headers["etag"]
+    return response.content

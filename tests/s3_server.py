@@ -9,11 +9,13 @@ it can show that an upload works, never that the store refuses one.
 
 moto's server answers every origin by default (flask-cors on the whole app); that is
 switched off here, so a bucket's own CORS rules (`infra.storage.bucket_cors_rules`,
-applied by `S3Storage.ensure_bucket`) decide, as on S3.
+applied by `S3Storage.ensure_bucket`) decide, as on S3: the session's server also
+answers a presigned POST with them, as S3 does (`answer_cors_on_form_uploads`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ import pytest
 os.environ["MOTO_DISABLE_GLOBAL_CORS"] = "true"
 
 from moto.moto_server import werkzeug_app
+from moto.s3.responses import S3Response
 from moto.server import ThreadedMotoServer
 
 from settings import Settings
@@ -40,16 +43,37 @@ FAKE_ACCESS_KEY_ID = "testing"
 FAKE_SECRET_ACCESS_KEY = "testing"
 
 
+@contextlib.contextmanager
+def answer_cors_on_form_uploads() -> Iterator[None]:
+    """While the block runs, moto answers a POST to a bucket (a browser's presigned POST
+    form upload) with the bucket's CORS headers, as S3 answers any request whose Origin a
+    rule allows. moto adds them to object GETs and PUTs (getmoto/moto#6376, for
+    getmoto/moto#6371) and answers preflights, but not the bucket POST, so a browser
+    would block the answer to an upload that succeeded. The headers come from moto's
+    own rule matching (`_get_cors_headers_other`); its server runs in this process."""
+    original = S3Response._bucket_response_post
+
+    def with_cors(self: S3Response, request: Any, bucket_name: str) -> Any:
+        status, headers, body = original(self, request, bucket_name)
+        return status, {**self._get_cors_headers_other(), **headers}, body
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(S3Response, "_bucket_response_post", with_cors)
+        yield
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
-    """The endpoint URL (``http://127.0.0.1:<port>``) of a moto server for the session."""
+    """The endpoint URL (``http://127.0.0.1:<port>``) of a moto server for the session,
+    answering CORS as S3 does (`answer_cors_on_form_uploads`)."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with answer_cors_on_form_uploads():
+        server.start()
+        host, port = server.get_host_and_port()
+        try:
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
 
 
 def s3_settings(base: Settings, endpoint_url: str, **changes: Any) -> Settings:

@@ -43,7 +43,7 @@ from schema.manifest import (
     web_client_files,
 )
 from settings import ROOT
-from tests.conftest import Server, _with_redis_db, clean_state, serve
+from tests.conftest import Server, clean_state, serve, with_redis_db
 from tests.factories import PASSWORD, Factory
 
 EXAMPLE = ROOT / "examples" / "typescript"
@@ -313,7 +313,7 @@ async def trusted_only_server(settings) -> AsyncIterator[Server]:
     nothing outside it."""
     configured = replace(
         settings,
-        redis_url=_with_redis_db(settings.redis_url, 5),
+        redis_url=with_redis_db(settings.redis_url, 5),
         trusted_documents=WEB_MANIFEST,
         trusted_documents_only=True,
     )
@@ -357,7 +357,7 @@ async def test_compiled_example_reads_the_feed_from_a_server_without_a_manifest(
     client sends text instead."""
     configured = replace(
         settings,
-        redis_url=_with_redis_db(settings.redis_url, 6),
+        redis_url=with_redis_db(settings.redis_url, 7),
         trusted_documents=None,
         trusted_documents_only=False,
         apq_enabled=apq,

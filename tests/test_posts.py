@@ -57,7 +57,7 @@ async def test_photo_post_becomes_ready_with_renditions(media_server, gql, facto
     expected = {"thumb": (150, 150), "feed": (640, 853), "full": (1080, 1440)}
     for name, size in expected.items():
         for suffix, fmt in (("", "JPEG"), ("Webp", "WEBP")):
-            rendition = image(await read_public(media_server, media[name + suffix], tmp_path))
+            rendition = image(await read_public(media[name + suffix]))
             assert rendition.format == fmt
             assert rendition.size == size
             # No EXIF at all, so no GPS position survives in any rendition.
@@ -71,7 +71,7 @@ async def test_png_sent_as_jpeg_is_handled_as_png_and_flattened_on_white(
     post_id = await publish(gql, author.token, [("image/jpeg", png_with_alpha_bytes(800, 600))])
     post = await wait_for_post(gql, author.token, post_id)
     assert post["status"] == "READY", post["failureReason"]
-    feed = image(await read_public(media_server, post["media"][0]["feed"], tmp_path))
+    feed = image(await read_public(post["media"][0]["feed"]))
     assert feed.size == (640, 480)
     pixel = feed.convert("RGB").getpixel((10, 240))  # the transparent half
     assert isinstance(pixel, tuple) and min(pixel) > 230
@@ -109,9 +109,7 @@ async def test_an_iphone_heic_photo_becomes_jpeg_and_webp_renditions(
     post = await wait_for_post(gql, author.token, post_id)
     assert post["status"] == "READY", post["failureReason"]
     assert (post["media"][0]["width"], post["media"][0]["height"]) == (1200, 900)
-    assert (
-        image(await read_public(media_server, post["media"][0]["full"], tmp_path)).format == "JPEG"
-    )
+    assert image(await read_public(post["media"][0]["full"])).format == "JPEG"
 
 
 async def test_a_short_video_gets_a_poster_and_an_mp4(media_server, gql, factory, tmp_path):
@@ -127,9 +125,9 @@ async def test_a_short_video_gets_a_poster_and_an_mp4(media_server, gql, factory
     assert 0.9 <= video["durationSeconds"] <= 1.2
     assert (video["width"], video["height"]) == (320, 240)
     assert video["placeholder"] and video["thumb"]
-    mp4 = await read_public(media_server, video["videoUrl"], tmp_path)
+    mp4 = await read_public(video["videoUrl"])
     assert mp4[4:8] == b"ftyp"
-    assert image(await read_public(media_server, video["feed"], tmp_path)).size == (320, 240)
+    assert image(await read_public(video["feed"])).size == (320, 240)
 
 
 async def test_size_other_than_declared_fails_and_the_object_is_deleted(media_server, gql, factory):

@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -36,12 +38,14 @@ from infra.storage import (
     ObjectTooLarge,
     S3Storage,
     UploadNotFound,
+    bucket_public_read_policy,
     choose_part_size,
     create_storage,
     local_storage_routes,
+    print_policy,
     validate_key,
 )
-from settings import Settings
+from settings import ROOT, Settings
 from tests.s3_server import s3_settings
 
 # The session fixture, for this module; harmless once conftest imports it too.
@@ -513,11 +517,17 @@ async def test_s3_presigned_post_upload_then_head(
     assert {"key": key} in conditions
     assert {"bucket": s3.bucket} in conditions
 
-    # Form fields first, the file last (httpx sends `data` before `files`).
+    # Form fields first, the file last (httpx sends `data` before `files`), from a page
+    # on an allowed origin (the development default): the answer lets it read the
+    # result, as S3's does (tests/s3_server.py makes moto add them).
     response = await plain_http.post(
-        target.url, data=target.fields, files={"file": ("photo.jpg", JPEG, "image/jpeg")}
+        target.url,
+        data=target.fields,
+        files={"file": ("photo.jpg", JPEG, "image/jpeg")},
+        headers={"Origin": "http://localhost:5173"},
     )
     assert response.status_code in (200, 201, 204), response.text
+    assert response.headers["access-control-allow-origin"] == "http://localhost:5173"
 
     assert await s3.head(key) == ObjectInfo(size=len(JPEG), content_type="image/jpeg")
     destination = tmp_path / "photo.jpg"
@@ -736,3 +746,97 @@ def test_s3_public_url(tmp_path: Path) -> None:
     assert S3Storage(base).public_url(key) == f"https://media.s3.eu-west-1.amazonaws.com/{key}"
     with pytest.raises(InvalidKeyError):
         S3Storage(base).public_url("../x")
+
+
+def test_bucket_public_read_policy(tmp_path: Path) -> None:
+    settings = Settings(secret_key=SECRET, media_root=tmp_path, s3_bucket="media")
+    # Anyone may GET what is under renditions/, nothing else (no originals, no listing).
+    assert bucket_public_read_policy(settings) == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PublicReadRenditions",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": "arn:aws:s3:::media/renditions/*",
+            }
+        ],
+    }
+    # Behind a CDN, the CDN's origin access reads the bucket: no public policy.
+    cdn = replace(settings, media_public_base_url="https://cdn.example.com")
+    assert bucket_public_read_policy(cdn) is None
+
+
+async def test_s3_bucket_lets_anyone_read_renditions_and_no_one_originals(
+    s3: S3Storage, plain_http: httpx.AsyncClient
+) -> None:
+    client = await s3._s3()
+    applied = await client.get_bucket_policy(Bucket=s3.bucket)
+    assert json.loads(applied["Policy"]) == bucket_public_read_policy(Settings(s3_bucket=s3.bucket))
+    await s3.put("renditions/5/6/feed.webp", b"webp-bytes", "image/webp")
+    await s3.put("originals/5/6", JPEG, "image/jpeg", cache_immutable=False)
+
+    # Unsigned, as an <img> reads it: the rendition by its public URL...
+    rendition = await plain_http.get(s3.public_url("renditions/5/6/feed.webp"))
+    assert rendition.status_code == 200, rendition.text
+    assert rendition.content == b"webp-bytes"
+    assert rendition.headers["cache-control"] == IMMUTABLE_CACHE_CONTROL
+    # ...but never the original. (moto checks anonymous object reads only, so the policy's
+    # refusing a listing, which S3 does, is not shown here.)
+    original = await plain_http.get(f"{s3._endpoint}/{s3.bucket}/originals/5/6")
+    assert original.status_code == 403, original.text
+
+
+def test_print_policy_needs_s3_bucket_and_no_cdn(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("ENV", "S3_BUCKET", "MEDIA_PUBLIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    # Unset: the default bucket name is never assumed to be the operator's.
+    with pytest.raises(SystemExit, match="set S3_BUCKET") as unset:
+        print_policy()
+    assert unset.value.code != 0
+    monkeypatch.setenv("S3_BUCKET", "Not_A_Bucket")
+    with pytest.raises(SystemExit, match="not an S3 bucket name"):
+        print_policy()
+    monkeypatch.setenv("S3_BUCKET", "instagraph-media")
+    monkeypatch.setenv("ENV", "prod")  # a typo
+    with pytest.raises(SystemExit, match="ENV must be"):
+        print_policy()
+    monkeypatch.setenv("ENV", "production")
+    monkeypatch.setenv("MEDIA_PUBLIC_BASE_URL", "https://cdn.example.com")
+    with pytest.raises(SystemExit, match="origin access"):
+        print_policy()
+    assert capsys.readouterr().out == ""
+    monkeypatch.delenv("MEDIA_PUBLIC_BASE_URL")
+    print_policy()
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == bucket_public_read_policy(Settings(s3_bucket="instagraph-media"))
+
+
+def print_policy_command(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "infra.storage", "--print-policy"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_print_policy_from_the_command_line() -> None:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("ENV", "S3_BUCKET", "MEDIA_PUBLIC_BASE_URL")
+    }
+    unset = print_policy_command(env)
+    assert unset.returncode != 0
+    assert "set S3_BUCKET" in unset.stderr
+    assert not unset.stdout
+    configured = print_policy_command({**env, "ENV": "production", "S3_BUCKET": "media"})
+    assert configured.returncode == 0, configured.stderr
+    [statement] = json.loads(configured.stdout)["Statement"]
+    assert statement["Resource"] == "arn:aws:s3:::media/renditions/*"

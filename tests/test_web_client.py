@@ -10,7 +10,6 @@ source builds HTML from strings (API text is user input: captions, comments, nam
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
 import shutil
@@ -533,88 +532,3 @@ def test_caption_links_follow_the_servers_rules(tmp_path: Path) -> None:
         assert linked_names == mentions_of(text), text
         for tag in tags:  # the link goes where the server files the tag
             assert normalize_hashtag(tag["name"]) == normalize_hashtag(tag["text"][1:]), text
-
-
-# ------------------------------------------------------- ?api= (Chromium, Playwright)
-
-CHROMIUM = shutil.which("chromium") or ""
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-OTHER_API = "http://other-api.test"  # never resolved: the page's requests to it are routed
-
-
-@pytest.mark.skipif(
-    not CHROMIUM or importlib.util.find_spec("playwright") is None,
-    reason="Chromium or playwright not installed",
-)
-async def test_a_link_naming_another_api_never_gets_the_token(server: Server) -> None:
-    """`?api=` from a link: only http(s) origins are taken, the address bar drops it,
-    the token of the page's API is never sent to the other one, and the login page
-    says plainly where the password would go, with a way back."""
-    from playwright.async_api import Request, async_playwright, expect
-
-    async with httpx.AsyncClient(base_url=server.base_url) as http:
-        signed_up = (
-            await http.post(
-                "/graphql",
-                json={
-                    "query": "mutation ($u: String!, $e: String!, $p: String!) {"
-                    " signUp(username: $u, email: $e, password: $p) { token } }",
-                    "variables": {"u": "linked", "e": "linked@example.com", "p": "a-long-password"},
-                },
-            )
-        ).json()
-    token = signed_up["data"]["signUp"]["token"]
-    app = f"{server.base_url}/app/"
-    to_other: list[Request] = []
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = await browser.new_context()
-            context.set_default_timeout(30_000)
-            page = await context.new_page()
-
-            async def other_api(route: Any) -> None:
-                to_other.append(route.request)
-                await route.fulfill(status=200, json={"data": {"viewer": None}})
-
-            await page.route(f"{OTHER_API}/**", other_api)
-            # Signed in to the page's own API (as the client stores a session)...
-            await page.goto(app)
-            await page.evaluate(
-                "([key, t]) => localStorage.setItem(key, t)",
-                [f"instagraph.token@{server.base_url}", token],
-            )
-            await page.reload()
-            await expect(page.get_by_test_id("nav-profile")).to_be_visible()
-
-            # ...a link names another server: no token goes there, the login page says
-            # where a password would go, and the address bar no longer carries it.
-            await page.goto(f"{app}?api={OTHER_API}/anything#/")
-            notice = page.get_by_test_id("api-notice")
-            await expect(notice).to_contain_text(f"Signing in to API at {OTHER_API}")
-            assert "api=" not in page.url
-            assert await page.evaluate("localStorage.getItem('instagraph.api')") == OTHER_API
-            assert [r for r in to_other if r.headers.get("authorization")] == []
-
-            # The way back: the page's own origin, still signed in there.
-            await notice.get_by_role("link").click()
-            await expect(page.get_by_test_id("nav-profile")).to_be_visible()
-            assert "api=" not in page.url
-
-            # Other schemes are refused, and do not break the client.
-            for bad in ("javascript:alert(1)", "data:text/html,x", "null", "//evil.test"):
-                await page.goto(f"{app}?api={bad}#/")
-                await expect(page.get_by_test_id("nav-profile")).to_be_visible()
-                stored = await page.evaluate("localStorage.getItem('instagraph.api')")
-                assert stored == server.base_url, bad
-            assert [r for r in to_other if r.headers.get("authorization")] == []
-        finally:
-            await browser.close()

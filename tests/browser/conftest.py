@@ -28,10 +28,13 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from infra.embedded import free_port
+from infra.storage import MIN_PART_SIZE, S3Storage
 from settings import DEFAULT_TRUSTED_DOCUMENTS, ROOT, Settings
 from tests.browser.helpers import CHROMIUM, OpenTab, Tab, artifact, token_key_for
-from tests.conftest import Server, _with_redis_db, clean_state, run_worker, serve
+from tests.conftest import Server, run_worker, serve, with_redis_db
+from tests.conftest import clean_state as shared_clean_state
 from tests.factories import MadeUser
+from tests.s3_server import s3_settings
 from workers.feed import relay_outbox
 
 # Playwright is imported where it is used: without it (or without Chromium) the test
@@ -63,6 +66,12 @@ EXPECT_TIMEOUT_MS = 30_000
 RELAY_EVERY_SECONDS = 0.2
 
 
+# The workers whose relays run, the newest last. Every server here reads the one
+# PostgreSQL outbox, so only the newest relays (the S3 server's, while its module runs):
+# another would hand its notifications and fan-out to a worker on another Redis database.
+_relaying: list[dict[str, Any]] = []
+
+
 async def _relay_forever(ctx: dict[str, Any]) -> None:
     """What the worker's one-second relay cron does (the test worker runs no crons, see
     `make_worker`): notifications reach the outbox and only the relay sends them on."""
@@ -70,11 +79,43 @@ async def _relay_forever(ctx: dict[str, Any]) -> None:
     while "resources" not in ctx:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     while True:
-        try:
-            await relay_outbox(ctx)
-        except Exception:  # e.g. a TRUNCATE between tests; the next round retries
-            log.warning("outbox relay failed", exc_info=True)
+        if _relaying[-1] is ctx:
+            try:
+                await relay_outbox(ctx)
+            except Exception:  # e.g. a TRUNCATE between tests; the next round retries
+                log.warning("outbox relay failed", exc_info=True)
         await asyncio.sleep(RELAY_EVERY_SECONDS)
+
+
+@contextlib.asynccontextmanager
+async def relaying(ctx: dict[str, Any]) -> AsyncIterator[None]:
+    """The worker's outbox relay runs (`_relay_forever`) for the block's duration,
+    pausing the relay of any server started before."""
+    _relaying.append(ctx)
+    relay = asyncio.create_task(_relay_forever(ctx))
+    try:
+        yield
+    finally:
+        relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay
+        _relaying.remove(ctx)
+
+
+async def clean_state(srv: Server) -> None:
+    """Empty every table and Redis (tests/conftest.py's `clean_state`), except that ids
+    keep counting from one test to the next (no RESTART IDENTITY).
+
+    The server, its worker, its outbox relay and the server's end of a closed page's
+    WebSocket outlive a test, and what they still do when the next one starts is keyed
+    by row ids: arq refuses a job whose id (`notify:{outbox row}`, ...) it still holds,
+    so a previous test's job finishing after the flush, its result then kept for
+    an hour, would silently swallow this test's job of the same id (a like's
+    notification never delivered); and a previous page's subscription for the same user
+    id would pass for this test's in `wait_for_listener`. With ids never repeated, what
+    is left of a previous test concerns rows that are gone, and no one listens for it.
+    """
+    await shared_clean_state(srv, restart_identity=False)
 
 
 @pytest.fixture(scope="package")
@@ -83,7 +124,7 @@ async def browser_server_instance(settings: Settings) -> AsyncIterator[Server]:
     /uploads route), on its own Redis database so only its worker takes its jobs."""
     base = replace(
         settings,
-        redis_url=_with_redis_db(settings.redis_url, 3),
+        redis_url=with_redis_db(settings.redis_url, 3),
         media_root=settings.media_root / "browser-server",
         storage_backend="local",
         web_app=True,
@@ -96,19 +137,66 @@ async def browser_server_instance(settings: Settings) -> AsyncIterator[Server]:
     )
     async with serve(base) as running, run_worker(running.settings) as worker:
         running.worker = worker
-        relay = asyncio.create_task(_relay_forever(worker.ctx))
-        try:
+        async with relaying(worker.ctx):
             yield running
-        finally:
-            relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
 
 
 @pytest.fixture
 async def browser_server(browser_server_instance: Server) -> Server:
     await clean_state(browser_server_instance)
     return browser_server_instance
+
+
+# The S3 server's own Redis database (1 media, 2 feed, 3 browser, 5 codegen are taken).
+S3_REDIS_DB = 6
+# Videos over this go up in multipart parts of this size: S3's smallest part (every
+# part but the last must be at least 5 MiB; moto enforces it when completing, and
+# `infra.storage.choose_part_size` refuses less), so a video of a few MiB takes two.
+S3_MULTIPART_BYTES = MIN_PART_SIZE
+
+
+@pytest.fixture(scope="module")
+async def s3_browser_server_instance(settings: Settings, moto_server: str) -> AsyncIterator[Server]:
+    """The API as `browser_server_instance` runs it, but on the S3 backend (moto's
+    server, a fresh bucket given its CORS rules and public-renditions policy by
+    `S3Storage.ensure_bucket`, as tests/conftest.py's `media_server_instance` does):
+    uploads go straight to the bucket (presigned POSTs, multipart parts) and renditions
+    are read from it, from the bucket's own URLs (no MEDIA_PUBLIC_BASE_URL).
+
+    Module-scoped: its worker's outbox relay reads the same database as the package's
+    `browser_server_instance`, whose relay pauses while this one runs (`_relaying`),
+    so each server's worker gets its own notifications and fan-out."""
+    base = s3_settings(
+        replace(
+            settings,
+            redis_url=with_redis_db(settings.redis_url, S3_REDIS_DB),
+            web_app=True,
+            trusted_documents=DEFAULT_TRUSTED_DOCUMENTS
+            if DEFAULT_TRUSTED_DOCUMENTS.is_file()
+            else None,
+            cors_allow_origins=CORS_ORIGINS,
+            multipart_threshold_bytes=S3_MULTIPART_BYTES,
+            multipart_part_bytes=S3_MULTIPART_BYTES,
+        ),
+        moto_server,
+    )
+    storage = S3Storage(base)
+    try:
+        await storage.ensure_bucket()
+    finally:
+        await storage.close()
+    async with serve(base) as running, run_worker(running.settings) as worker:
+        running.worker = worker
+        async with relaying(worker.ctx):
+            yield running
+
+
+@pytest.fixture
+async def s3_browser_server(s3_browser_server_instance: Server) -> Server:
+    """The S3-backed API with empty tables and Redis. A test module that overrides
+    `browser_server` with it gets `app_url`, `open_tab`, `gql` and `factory` on it."""
+    await clean_state(s3_browser_server_instance)
+    return s3_browser_server_instance
 
 
 @pytest.fixture

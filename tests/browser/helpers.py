@@ -7,22 +7,24 @@ import asyncio
 import importlib.util
 import io
 import os
+import random
 import re
 import shutil
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from PIL import ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
 from infra.feedstore import live_key
 from infra.pubsub import notification_channel
 from settings import ROOT
 from tests.conftest import GraphQLClient, Server
 from tests.factories import MadeUser
-from tests.media_samples import gradient
+from tests.media_samples import gradient, make_video
 from tests.posting import publish, wait_for_post
 
 if TYPE_CHECKING:  # imported for types only: this module loads without Playwright
@@ -126,6 +128,30 @@ def photo(label: str, size: tuple[int, int] = (720, 720)) -> bytes:
 def photo_file(label: str, size: tuple[int, int] = (720, 720)) -> FilePayload:
     """A photo as the file chooser hands it to the page."""
     return {"name": f"{label}.jpg", "mimeType": "image/jpeg", "buffer": photo(label, size)}
+
+
+def noise_video(
+    *, size: tuple[int, int] = (640, 480), seconds: float = 2.0, fps: int = 25
+) -> bytes:
+    """A real MP4 (H.264 and AAC, `tests.media_samples.make_video`) of random noise: noise
+    does not compress, so a short low-resolution clip is several MiB (about 7.8 at the
+    defaults, more than one multipart part), cheap to make and to transcode. Seeded: the
+    same bytes every time."""
+    width, height = size
+    noise = random.Random(f"{size}-{seconds}-{fps}")
+    frames = [
+        Image.frombytes("RGB", size, noise.randbytes(width * height * 3))
+        for _ in range(round(seconds * fps))
+    ]
+    with tempfile.TemporaryDirectory(prefix="instagraph-video-") as work:
+        path = Path(work) / "noise.mp4"
+        make_video(path, frames, seconds=seconds, fps=fps)
+        return path.read_bytes()
+
+
+def video_file(name: str, data: bytes) -> FilePayload:
+    """An MP4 as the file chooser hands it to the page."""
+    return {"name": name, "mimeType": "video/mp4", "buffer": data}
 
 
 async def post_photo(gql: GraphQLClient, author: MadeUser, caption: str) -> str:
