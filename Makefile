@@ -11,7 +11,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 .PHONY: run test lint schema documents codegen migrate worker bench bench-media profile seed clean help
 
 help:
-	@echo "make run      start PostgreSQL, Redis, the API (GraphiQL on http://127.0.0.1:8000/graphql) and the worker"
+	@echo "make run      start PostgreSQL, Redis, the API and the worker: web client on http://127.0.0.1:8000/app/, GraphiQL on http://127.0.0.1:8000/graphql"
 	@echo "make test     run the test suite against real embedded PostgreSQL, Redis and S3 (moto server)"
 	@echo "make lint     ruff and mypy"
 	@echo "make schema   export the server's SDL to schema.graphql"

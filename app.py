@@ -34,6 +34,7 @@ from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.unset import UNSET
 
@@ -48,7 +49,9 @@ from schema.context import Context
 from schema.documents import DocumentRegistry, PersistedQueryError
 from schema.fast_path import DOCUMENT_IDS, FastPath
 from schema.graphql_http import (
+    GRAPHQL_PATH,
     JSON,
+    check_request_body,
     graphql_response,
     http_error_response,
     mutation_over_get,
@@ -63,6 +66,41 @@ log = logging.getLogger("instagraph")
 WEB_ROOT = ROOT / "web"
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+# What the web client's page may load and call (web/README.md): its own scripts and
+# styles only; the API on any origin (`?api=`), over HTTP(S) and its WebSocket; images
+# and videos from the API, the bucket or a CDN, and the `blob:` previews of files being
+# posted. Nothing may frame it, and it has no plug-ins or `<base>`.
+WEB_APP_CSP = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: blob: http: https:",
+        "media-src 'self' data: blob: http: https:",
+        "connect-src 'self' http: https: ws: wss:",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    )
+)
+WEB_APP_HEADERS = {
+    # Revalidated on every load (the ETag makes that a 304): after a pull or a deploy a
+    # browser never runs a new module with an old one it kept (documents.js with api.js).
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": WEB_APP_CSP,
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+class WebAppFiles(StaticFiles):
+    """The web client's static files (web/), with WEB_APP_HEADERS on every answer, 304s
+    included."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(WEB_APP_HEADERS)
+        return response
 
 
 class RequestIdMiddleware:
@@ -210,7 +248,16 @@ class GraphQLApp(GraphQL[Context, None]):
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter
     ) -> GraphQLRequestData | list[GraphQLRequestData]:
-        """Strawberry's parsing, with persisted references resolved to their documents."""
+        """Strawberry's parsing, with persisted references resolved to their documents.
+
+        A JSON body is first held to `check_request_body` (an object or a batch, else a
+        400), which Strawberry does not do: `null` or `5` would end in an AttributeError
+        and a 500. It costs a second parse on this path only; the fast path checks the
+        body it parsed itself."""
+        if request.method == "POST":
+            content_type, _ = parse_content_type(request.content_type or "")
+            if JSON in content_type:  # Strawberry's test for a JSON body
+                check_request_body(self.parse_json(await request.get_body()))
         data = await super().parse_http_body(request)
         if self.fast_path is not None:
             assert isinstance(request, RequestAdapter)  # our request_adapter_class
@@ -407,8 +454,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             # Every method reaches the view, which answers 405 with `Allow: GET, POST` to
             # the others (HEAD included, which Starlette would add to a GET route).
-            Route("/graphql", graphql),
-            WebSocketRoute("/graphql", graphql),
+            Route(GRAPHQL_PATH, graphql),
+            WebSocketRoute(GRAPHQL_PATH, graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
@@ -417,7 +464,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *(local_storage_routes(storage) if isinstance(storage, LocalStorage) else []),
             # The reference web client (web/README.md): static files, no build step.
             *(
-                [Mount("/app", StaticFiles(directory=WEB_ROOT, html=True), name="web")]
+                [Mount("/app", WebAppFiles(directory=WEB_ROOT, html=True), name="web")]
                 if base_settings.web_app
                 else []
             ),

@@ -195,7 +195,10 @@ def _run(
         children.append(_spawn(command, env))
     if not args.no_worker:
         children.append(_spawn([sys.executable, "-m", "arq", "workers.WorkerSettings"], env))
-    log.info("GraphiQL at http://%s:%d/graphql (Ctrl-C stops everything)", args.host, args.port)
+    base = f"http://{args.host}:{args.port}"
+    if settings.web_app:
+        log.info("web client at %s/app/ (sign up there, or `make seed` for demo data)", base)
+    log.info("GraphiQL at %s/graphql (Ctrl-C stops everything)", base)
     while all(child.poll() is None for child in children):
         time.sleep(0.5)
     log.error("a child process exited; stopping the rest")

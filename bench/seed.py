@@ -321,6 +321,8 @@ async def seed(args: argparse.Namespace) -> int:
         stuck = len(waiting) - len(final)
         feed = await api.call(FEED_QUERY, demo.token)
         edges = feed["feed"]["edges"]
+        # Served by the API unless WEB_APP is off (production's default).
+        web_client = (await client.get("/app/")).status_code == 200
 
     print()
     print(f"{len(people)} users, {len(jobs)} posts ({len(jobs) - len(waiting)} already there)")
@@ -333,8 +335,10 @@ async def seed(args: argparse.Namespace) -> int:
         node = edge["node"]
         print(f"  @{node['author']['username']:10} {node['caption']}")
     print()
-    print(f"GraphiQL:  {base}/graphql")
-    print(f"log in:    {DEMO_USER} / {args.password}  (every seeded user has the same password)")
+    if web_client:
+        print(f"web client: {base}/app/")
+    print(f"GraphiQL:   {base}/graphql")
+    print(f"log in:     {DEMO_USER} / {args.password}  (every seeded user has the same password)")
     print("headers (GraphiQL's Headers pane):")
     print(f'  {{"Authorization": "Bearer {demo.token}"}}')
     print("query:")

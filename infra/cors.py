@@ -25,6 +25,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from schema.graphql_http import GRAPHQL_METHODS, GRAPHQL_PATH
+
 # `scheme://host[:port|:*]`: the host is a name, an IPv4 address or a bracketed IPv6
 # address; nothing after it (browsers send origins without a path).
 _ENTRY = re.compile(
@@ -59,14 +61,6 @@ EXPOSED_HEADERS = ("ETag", "X-Request-ID")
 # Chromium caps a preflight's cache at 2 hours, Firefox at 24: ask for the longer.
 # Upload URLs are unique per upload, so their preflight is paid once per file anyway.
 PREFLIGHT_MAX_AGE_SECONDS = 86400
-# The routes a page on another origin calls, with the methods their preflights allow
-# (a route's own methods; HEAD needs no preflight, but a page may name it). Everything
-# else (/healthz, /metrics, the web client's own files) answers no CORS header.
-ROUTE_METHODS: dict[str, tuple[str, ...]] = {
-    "/graphql": ("GET", "POST"),
-    "/uploads/": ("PUT",),
-    "/media/": ("GET", "HEAD"),
-}
 # RFC 9110's `token`: what a header name may be.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -85,13 +79,24 @@ def allowed_headers(extra: Iterable[str] = ()) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def route_of(path: str) -> str | None:
-    """The key of ROUTE_METHODS this path belongs to, or None outside the CORS routes."""
-    if path == "/graphql":
-        return path
-    for prefix in ("/uploads/", "/media/"):
-        if path.startswith(prefix):
-            return prefix
+def cors_routes() -> dict[str, tuple[str, ...]]:
+    """`{route: methods}` for the routes a page on another origin calls, with the methods
+    their preflights allow: each route's own, from the module that defines the route:
+    /graphql's (`schema.graphql_http`) and the local storage backend's uploads and
+    media (`infra.storage`; HEAD needs no preflight, but a page may name it). A route
+    ending in `/` is a prefix. Everything else (/healthz, /metrics, the web client's
+    own files) answers no CORS header."""
+    # Imported here: infra.storage imports this module (for the bucket's CORS rules).
+    from infra.storage import LOCAL_STORAGE_ROUTE_METHODS
+
+    return {GRAPHQL_PATH: GRAPHQL_METHODS, **LOCAL_STORAGE_ROUTE_METHODS}
+
+
+def route_of(path: str, routes: Iterable[str]) -> str | None:
+    """The route of `routes` (`cors_routes`' keys) this path belongs to, or None."""
+    for route in routes:
+        if path == route or (route.endswith("/") and path.startswith(route)):
+            return route
     return None
 
 
@@ -148,7 +153,7 @@ class OriginList:
 
 
 class CrossOriginMiddleware:
-    """Starlette's CORSMiddleware on the routes a browser page calls (ROUTE_METHODS), one
+    """Starlette's CORSMiddleware on the routes a browser page calls (`cors_routes`), one
     instance per route so each preflight advertises that route's methods.
 
     Being middleware, it answers every preflight on those paths itself, including one
@@ -175,7 +180,7 @@ class CrossOriginMiddleware:
                 expose_headers=EXPOSED_HEADERS,
                 max_age=PREFLIGHT_MAX_AGE_SECONDS,
             )
-            for route, methods in ROUTE_METHODS.items()
+            for route, methods in cors_routes().items()
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -184,7 +189,7 @@ class CrossOriginMiddleware:
             return
         # The path the router matches: without the root path of a server mounted under a
         # prefix (`uvicorn --root-path /api`).
-        route = route_of(get_route_path(scope))
+        route = route_of(get_route_path(scope), self.routes)
         if route is None:
             await self.app(scope, receive, send)
             return
@@ -238,8 +243,8 @@ def _merge_vary(message: Message) -> None:
 __all__ = [
     "ALLOWED_HEADERS",
     "EXPOSED_HEADERS",
-    "ROUTE_METHODS",
     "CrossOriginMiddleware",
     "OriginList",
     "allowed_headers",
+    "cors_routes",
 ]

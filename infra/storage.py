@@ -317,8 +317,8 @@ class LocalStorage:
         for directory in (self.root, self._meta_root, self._tmp_root):
             directory.mkdir(parents=True, exist_ok=True)
         base = settings.public_base_url.rstrip("/")
-        self._upload_base = f"{base}/uploads"
-        self._media_base = (settings.media_public_base_url or f"{base}/media").rstrip("/")
+        self._upload_base = base + UPLOADS_PREFIX.rstrip("/")
+        self._media_base = (settings.media_public_base_url or base + MEDIA_PREFIX).rstrip("/")
         self._signing_key = hmac.new(
             settings.secret_key.encode(), _UPLOAD_SIGNING_PURPOSE, hashlib.sha256
         ).digest()
@@ -656,6 +656,19 @@ class LocalStorage:
         return None
 
 
+# The local backend's routes (`local_storage_routes`) and their methods; the upload URLs
+# and media URLs `LocalStorage` hands out point at them, and infra/cors.py answers CORS
+# on them with these methods.
+UPLOADS_PREFIX = "/uploads/"
+UPLOADS_METHODS = ("PUT",)
+MEDIA_PREFIX = "/media/"
+MEDIA_METHODS = ("GET", "HEAD")
+LOCAL_STORAGE_ROUTE_METHODS: dict[str, tuple[str, ...]] = {
+    UPLOADS_PREFIX: UPLOADS_METHODS,
+    MEDIA_PREFIX: MEDIA_METHODS,
+}
+
+
 def local_storage_routes(storage: LocalStorage) -> list[Route]:
     """``PUT /uploads/{key}`` (signed uploads) and ``GET|HEAD /media/{key}`` (renditions)."""
 
@@ -715,8 +728,10 @@ def local_storage_routes(storage: LocalStorage) -> list[Route]:
         )
 
     return [
-        Route("/uploads/{key:path}", upload, methods=["PUT"], name="storage_upload"),
-        Route("/media/{key:path}", media, methods=["GET", "HEAD"], name="storage_media"),
+        Route(
+            UPLOADS_PREFIX + "{key:path}", upload, methods=UPLOADS_METHODS, name="storage_upload"
+        ),
+        Route(MEDIA_PREFIX + "{key:path}", media, methods=MEDIA_METHODS, name="storage_media"),
     ]
 
 

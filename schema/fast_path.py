@@ -32,6 +32,7 @@ from schema.context import Context
 from schema.documents import DocumentRegistry, PersistedQueryError
 from schema.graphql_http import (
     JSON,
+    check_request_body,
     graphql_response,
     mutation_over_get,
     negotiate,
@@ -126,8 +127,9 @@ async def _request_data(
             data = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
             return None
-        if not isinstance(data, dict):
-            return None  # a batch, or not an object: Strawberry answers it
+        # Not an object nor an array: HTTPException(400), answered by `app.GraphQLApp`.
+        if isinstance(check_request_body(data), list):
+            return None  # a batch: Strawberry answers it
     elif request.method == "GET":
         params = request.query_params
         data = {name: params.get(name) for name in ("query", "operationName", *DOCUMENT_IDS)}

@@ -23,9 +23,10 @@ Strawberry's view, `app.GraphQLApp`), following the GraphQL-over-HTTP spec
   error (`INVALID_INPUT`) in both modes, nothing run (`schema.root.InstagraphSchema`
   refuses the operation type; `subscription_not_streamed`).
 
-Errors raised before a GraphQL result exists (a body that is not JSON, an unsupported
-content type) keep Strawberry's plain-text 4xx in JSON mode, and become a GraphQL
-error response with the same status in `application/graphql-response+json` mode.
+Errors raised before a GraphQL result exists (a body that is not JSON, or neither an
+object nor an array: `check_request_body`; an unsupported content type) keep
+Strawberry's plain-text 4xx in JSON mode, and become a GraphQL error response with the
+same status in `application/graphql-response+json` mode.
 
 Every answer says `Vary: Accept, Origin`: it depends on the media type the client
 accepts, and a cache must not hand a page on another origin an answer stored without
@@ -39,6 +40,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from cross_web import HTTPException
 from starlette.responses import PlainTextResponse, Response
 
 from schema.documents import PersistedQueryError
@@ -54,8 +56,11 @@ GRAPHQL_RESPONSE_CONTENT_TYPE = f"{GRAPHQL_RESPONSE}; charset=utf-8"
 # The answer depends on the request's Accept header, and its CORS headers on its Origin
 # (infra/cors.py adds them only when there is one): caches must key on both.
 VARY = {"Vary": "Accept, Origin"}
-# What /graphql takes (the 405 answers' `Allow`).
-ALLOWED_METHODS = "GET, POST"
+# The route and the methods it takes (the 405 answers' `Allow`; the CORS preflights'
+# allowed methods, infra/cors.py).
+GRAPHQL_PATH = "/graphql"
+GRAPHQL_METHODS = ("GET", "POST")
+ALLOWED_METHODS = ", ".join(GRAPHQL_METHODS)
 
 _JSON_RANGES = {JSON: 2, "application/*": 1, "*/*": 0}  # value: specificity
 
@@ -105,6 +110,26 @@ def _quality(parameters: Sequence[str]) -> float:
                 return 0.0  # malformed: treated as not acceptable
             return min(max(quality, 0.0), 1.0)
     return 1.0
+
+
+# Said to a client whose JSON body is neither an object nor an array (`check_request_body`).
+NOT_A_GRAPHQL_REQUEST = (
+    "The request body must be a JSON object: a GraphQL request with `query` (or a "
+    "persisted document's reference), `variables`, `operationName` and `extensions`"
+)
+
+
+def check_request_body(data: object) -> dict[str, Any] | list[Any]:
+    """A parsed JSON body of `POST /graphql`, if it can be read as GraphQL: an object (one
+    request) or an array (a batch, which Strawberry answers: 400 while batching is off).
+
+    Anything else (`null`, a number, a string, a boolean) raises HTTPException(400), which
+    both executors answer like any malformed body (`http_error_response`, via
+    `app.GraphQLApp`): the one rule for the fast path and Strawberry's view.
+    """
+    if isinstance(data, dict | list):
+        return data
+    raise HTTPException(400, NOT_A_GRAPHQL_REQUEST)
 
 
 def is_request_error(path: object) -> TypeIs[None]:

@@ -54,27 +54,33 @@ WEB_COMMAND = "`make documents` (python -m schema.manifest --web)"
 
 
 class _SpreadCollector(Visitor):
-    """Fragment names spread by a node, in document order, each once."""
+    """The names of the fragments a node spreads (any order: `_fragments_used` sorts)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.names: dict[str, None] = {}
+        self.names: set[str] = set()
 
     def enter_fragment_spread(self, node: FragmentSpreadNode, *_: object) -> None:
-        self.names.setdefault(node.name.value)
+        self.names.add(node.name.value)
 
 
 def _fragments_used(
     node: OperationDefinitionNode | FragmentDefinitionNode,
     fragments: dict[str, FragmentDefinitionNode],
 ) -> list[FragmentDefinitionNode]:
-    """The fragments `node` spreads, transitively, in first-use order."""
+    """The fragments `node` spreads, transitively, each once, in the order this tool has
+    always printed them: the names a node spreads are added in alphabetical order (not
+    the order they appear in), and the added fragments are searched for further spreads
+    last-added first (a stack): `query Q { ...B ...A }`, where A spreads C and B spreads
+    D, prints Q, A, B, D, C. Do not change it: the order is part of the printed text, so
+    of every hash a `--per-operation` manifest holds, and app builds already shipped
+    send those hashes (with TRUSTED_DOCUMENTS_ONLY a rebuilt manifest refuses them)."""
     seen: dict[str, FragmentDefinitionNode] = {}
     pending = [node]
     while pending:
         collector = _SpreadCollector()
-        visit(pending.pop(0), collector)
-        for name in collector.names:
+        visit(pending.pop(), collector)
+        for name in sorted(collector.names):
             if name not in seen and name in fragments:
                 seen[name] = fragments[name]
                 pending.append(fragments[name])

@@ -147,3 +147,44 @@ async def test_websocket_refuses_a_forged_token(server):
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await ws.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+
+
+async def test_the_web_client_is_revalidated_and_confined_by_its_csp(http):
+    """/app's files are never reused unchecked (a pull or a deploy could otherwise run a
+    new module with an old one), and the page may load and call only what it needs."""
+    for path in ("/app/", "/app/app/documents.js", "/app/app/api.js", "/app/app/styles.css"):
+        response = await http.get(path)
+        assert response.status_code == 200, path
+        assert response.headers["cache-control"] == "no-cache", path
+        assert response.headers["x-content-type-options"] == "nosniff", path
+        etag = response.headers["etag"]
+        # Revalidation is a cheap 304 that says the same.
+        again = await http.get(path, headers={"If-None-Match": etag})
+        assert again.status_code == 304, path
+        assert again.content == b""
+        assert again.headers["cache-control"] == "no-cache", path
+    policy = {
+        name: values
+        for name, *values in (
+            directive.split()
+            for directive in response.headers["content-security-policy"].split(";")
+        )
+    }
+    assert policy["script-src"] == ["'self'"]  # no inline or remote script
+    assert policy["style-src"] == ["'self'"]
+    assert policy["object-src"] == ["'none'"]
+    assert policy["base-uri"] == ["'none'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    # The API may be another origin (`?api=`), over HTTP(S) and its WebSocket; media come
+    # from the API, a bucket or a CDN, and a post's previews are blob: URLs.
+    assert {"'self'", "http:", "https:", "ws:", "wss:"} <= set(policy["connect-src"])
+    for directive in ("img-src", "media-src"):
+        assert {"'self'", "http:", "https:", "blob:", "data:"} <= set(policy[directive])
+    # The API's own answers are not the page's: no policy on them.
+    assert "content-security-policy" not in (await http.get("/healthz")).headers
+
+
+async def test_the_web_client_is_not_served_when_web_app_is_off(settings):
+    async with serve(replace(settings, web_app=False)) as running:
+        async with httpx.AsyncClient(base_url=running.base_url) as http:
+            assert (await http.get("/app/")).status_code == 404

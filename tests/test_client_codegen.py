@@ -164,6 +164,33 @@ def test_operations_take_fragments_from_any_file_and_need_unique_names(tmp_path)
     ]
 
 
+def test_fragments_are_printed_in_the_order_of_the_first_manifests(tmp_path):
+    """The printed text, so every `--per-operation` hash, is what the tool printed before
+    fragments could live in other files: a node's fragments in name order, searched last
+    added first. Shipped clients send those hashes; a rebuilt manifest must keep them."""
+    (tmp_path / "q.graphql").write_text(
+        "query Q { viewer { ...B ...A } }\n"
+        "fragment A on User { id ...C }\n"
+        "fragment B on User { username ...D }\n"
+    )
+    (tmp_path / "shared.graphql").write_text(
+        "fragment C on User { bio }\nfragment D on User { id ...C }\n"
+    )
+    text = (
+        "query Q {\n  viewer {\n    ...B\n    ...A\n  }\n}\n\n"
+        "fragment A on User {\n  id\n  ...C\n}\n\n"
+        "fragment B on User {\n  username\n  ...D\n}\n\n"
+        "fragment D on User {\n  id\n  ...C\n}\n\n"
+        "fragment C on User {\n  bio\n}"
+    )
+    schema = build_schema(SCHEMA_PATH.read_text(encoding="utf-8"))
+    assert named_operations([tmp_path], schema=schema) == {"Q": text}
+    # The hash the first tool gave this operation (its fragments in one file).
+    digest = "9129b7fe09d3a15173bd5337f755b9611ce04005a0017b7e95a6f07daa1d6b95"
+    assert hash_document(text) == digest
+    assert build_manifest([tmp_path], schema=schema, per_operation=True) == {digest: text}
+
+
 def test_a_fragment_defined_twice_in_one_file_is_reported(tmp_path):
     (tmp_path / "a.graphql").write_text(
         "query Me { viewer { ...Who } }\n"

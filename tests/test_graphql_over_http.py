@@ -17,11 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.routing import Route
 
+from app import GraphQLApp
 from schema.documents import APQ_KEY_PREFIX, DocumentRegistry, ManifestError, hash_document
 from schema.graphql_http import (
     GRAPHQL_RESPONSE,
     JSON,
+    NOT_A_GRAPHQL_REQUEST,
     SUBSCRIPTION_NOT_STREAMED,
     is_request_error_response,
     negotiate,
@@ -44,6 +47,15 @@ AUDIT_DEADLINE = 120
 
 async def post(http: httpx.AsyncClient, body: object, headers: dict[str, str]) -> httpx.Response:
     return await http.post("/graphql", json=body, headers=headers)
+
+
+def graphql_view(server: Any) -> GraphQLApp:
+    """The running app's /graphql view."""
+    for route in server.app.routes:
+        if isinstance(route, Route) and route.path == "/graphql":
+            assert isinstance(route.endpoint, GraphQLApp)
+            return route.endpoint
+    raise AssertionError("no /graphql route")
 
 
 def assert_graphql_response_json(response: httpx.Response) -> dict[str, Any]:
@@ -190,6 +202,68 @@ async def test_malformed_requests_keep_their_status_in_either_media_type(server,
     )
     assert response.json()["errors"][0]["extensions"]["code"] == "INVALID_INPUT"
     assert "data" not in response.json()
+
+
+@pytest.mark.parametrize("body", [b"null", b"5", b'"x"', b"true", b"1.5"])
+async def test_a_json_body_that_is_not_an_object_is_400_not_a_500(server, http, caplog, body):
+    with caplog.at_level(logging.WARNING):
+        # Twice: the first request reaches Strawberry's view as well as the fast path.
+        for _ in range(2):
+            for headers, media_type in (
+                (RESPONSE_JSON, GRAPHQL_RESPONSE),
+                (LEGACY_JSON, "text/plain"),
+            ):
+                response = await http.post(
+                    "/graphql", content=body, headers={"content-type": JSON, **headers}
+                )
+                assert response.status_code == 400, response.text
+                assert response.headers["content-type"].startswith(media_type)
+                assert NOT_A_GRAPHQL_REQUEST in response.text
+            payload = (
+                await http.post(
+                    "/graphql", content=body, headers={"content-type": JSON, **RESPONSE_JSON}
+                )
+            ).json()
+            assert payload == {
+                "errors": [
+                    {"message": NOT_A_GRAPHQL_REQUEST, "extensions": {"code": "INVALID_INPUT"}}
+                ]
+            }
+    no_error_logged(caplog)
+
+
+async def test_a_json_body_that_is_not_an_object_is_400_on_strawberrys_path_too(
+    server, http, caplog
+):
+    """With the fast path off, Strawberry's view checks the body (`GraphQLApp.parse_http_body`)."""
+    graphql = graphql_view(server)
+    fast_path, graphql.fast_path = graphql.fast_path, None
+    try:
+        with caplog.at_level(logging.WARNING), Served() as served:
+            for body in (b"null", b"5", b'"x"', b"true", b"1.5"):
+                for headers in (RESPONSE_JSON, LEGACY_JSON):
+                    response = await http.post(
+                        "/graphql", content=body, headers={"content-type": JSON, **headers}
+                    )
+                    assert response.status_code == 400, response.text
+                    assert NOT_A_GRAPHQL_REQUEST in response.text
+            ok = await post(http, {"query": "{ __typename }"}, LEGACY_JSON)
+        assert ok.json() == {"data": {"__typename": "Query"}}
+        assert served.compiled == 0
+    finally:
+        graphql.fast_path = fast_path
+    no_error_logged(caplog)
+
+
+async def test_a_batch_keeps_its_answer(server, http, caplog):
+    """An array is a batch: refused with 400 while batching is off, as before."""
+    with caplog.at_level(logging.WARNING):
+        for headers, media_type in ((RESPONSE_JSON, GRAPHQL_RESPONSE), (LEGACY_JSON, "text/plain")):
+            response = await post(http, [{"query": "{ __typename }"}], headers)
+            assert response.status_code == 400, response.text
+            assert response.headers["content-type"].startswith(media_type)
+            assert "Batching is not enabled" in response.text
+    no_error_logged(caplog)
 
 
 # -- GET -----------------------------------------------------------------------------------

@@ -39,7 +39,8 @@ WEB = ROOT / "web"
 SOURCES = [*sorted((WEB / "app").rglob("*.js")), WEB / "index.html"]
 GENERATED = WEB / "app" / "documents.js"
 
-# The data-testid contract of the common brief (tests/browser/ selects by these).
+# The data-testid contract of the common brief (tests/browser/ selects by these), then
+# the ones tests/browser/ uses beyond it (the API proposal, hints, empty states).
 TESTIDS = """
 login-form login-username login-password login-submit login-error signup-toggle signup-email
 nav-feed nav-new-post nav-search nav-notifications notification-badge nav-profile logout
@@ -52,6 +53,8 @@ profile-grid grid-item
 stories-tray story-ring story-viewer story-media story-close
 search-input search-results search-result
 notifications notification
+api-proposal api-proposal-use api-proposal-stay api-notice api-notice-reset
+demo-hint search-empty new-post-close post-video
 """.split()
 
 # Module graph: `import ... from "x"`, `export ... from "x"` and `import "x"` statements.

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 from infra.embedded import free_port
 from infra.storage import MIN_PART_SIZE, S3Storage
 from settings import DEFAULT_TRUSTED_DOCUMENTS, ROOT, Settings
-from tests.browser.helpers import CHROMIUM, OpenTab, Tab, artifact, token_key_for
+from tests.browser.helpers import API_KEY, CHROMIUM, OpenTab, Tab, artifact, token_key_for
 from tests.conftest import Server, run_worker, serve, with_redis_db
 from tests.conftest import clean_state as shared_clean_state
 from tests.factories import MadeUser
@@ -40,7 +40,7 @@ from workers.feed import relay_outbox
 # Playwright is imported where it is used: without it (or without Chromium) the test
 # modules skip themselves, and this file must still import.
 if TYPE_CHECKING:
-    from playwright.async_api import Browser
+    from playwright.async_api import Browser, BrowserContext
 
 log = logging.getLogger(__name__)
 
@@ -261,14 +261,26 @@ async def open_tab(
 ) -> AsyncIterator[OpenTab]:
     """Opens the client in a new browser context (its own localStorage): signed in as
     `user` when given (the token where the client keeps it: one key per API origin),
-    at `route` (a hash route). On a failed test every open page is saved as a
+    at `route` (a hash route), after `prepare(context)` when given. The API is the one the person chose before (stored as
+    the client keeps it), so the page's `?api=` names the API in use and needs no
+    confirmation (a link naming another API only proposes it: see
+    test_api_parameter_in_chromium.py). On a failed test every open page is saved as a
     screenshot; routes a test left (a held response) are dropped before closing."""
     token_key = token_key_for(browser_server)
     tabs: list[Tab] = []
 
-    async def open_(user: MadeUser | None = None, route: str = "#/") -> Tab:
+    async def open_(
+        user: MadeUser | None = None,
+        route: str = "#/",
+        *,
+        prepare: Callable[[BrowserContext], Awaitable[None]] | None = None,
+    ) -> Tab:
         context = await chromium.new_context(viewport={"width": 1000, "height": 900})
         context.set_default_timeout(EXPECT_TIMEOUT_MS)
+        await context.add_init_script(
+            f"if (!localStorage.getItem({json.dumps(API_KEY)}))"
+            f" localStorage.setItem({json.dumps(API_KEY)}, {json.dumps(browser_server.base_url)});"
+        )
         if user is not None:
             # Once per tab (sessionStorage survives a reload), so a log-out would stick.
             await context.add_init_script(
@@ -276,6 +288,8 @@ async def open_tab(
                 f" localStorage.setItem({json.dumps(token_key)}, {json.dumps(user.token)});"
                 " sessionStorage.setItem('test.signed-in', '1'); }"
             )
+        if prepare is not None:  # e.g. routes that must be in place before the page loads
+            await prepare(context)
         page = await context.new_page()
         tab = Tab(name=user.username if user else f"tab{len(tabs) + 1}", context=context, page=page)
         tab.watch_console()

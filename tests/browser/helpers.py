@@ -60,6 +60,10 @@ def skip_without_browser() -> None:
     pytest.skip(SKIP_REASON, allow_module_level=True)
 
 
+# Where the client keeps the API the person chose (web/app/config.js).
+API_KEY = "instagraph.api"
+
+
 def token_key_for(server: Server) -> str:
     """The localStorage key the client keeps its token for this API under (one key per
     API origin, see web/app/config.js)."""

@@ -30,7 +30,8 @@ function getClient() {
     keepAlive: 15_000,
     retryAttempts: Infinity,
     // Retry every close (server restart, network change, laptop asleep): the
-    // subscriptions are best effort and the views re-read on reconnect. Except a
+    // subscriptions are best effort, and what they missed is re-read on reconnect
+    // (`onReconnect`: the unread badge, the feed's new-posts banner). Except a
     // refused token: retrying cannot help, the viewer has to log in again.
     shouldRetry: (event) => !(event && REFUSED.has(event.code)),
     on: {

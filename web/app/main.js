@@ -1,6 +1,6 @@
 // Entry point: the top bar, the routes, and mounting one view at a time.
 import { isTransient, onUnauthenticated } from "./api.js";
-import { getToken, onTokenChangeElsewhere } from "./config.js";
+import { apiOrigin, chooseApi, getToken, onTokenChangeElsewhere, proposedApi } from "./config.js";
 import { h, t } from "./dom.js";
 import { icon } from "./icons.js";
 import { currentPath, match, navigate, route } from "./router.js";
@@ -28,6 +28,37 @@ route("/stories/:userId", storyViewerView);
 
 const header = document.getElementById("topbar");
 const main = document.getElementById("view");
+
+/**
+ * A link's `?api=` named another API than the one in use (config.js): ask. Until the
+ * person clicks "Use …", the page keeps talking to the current API only (the login
+ * form included); "Stay on …" remembers the current one.
+ */
+function showApiProposal() {
+  if (!proposedApi) return;
+  const use = t("button", "api-proposal-use", { type: "button", class: "button", onclick: () => chooseApi(proposedApi) }, `Use ${proposedApi}`);
+  const stay = t("button", "api-proposal-stay", { type: "button", class: "button primary" }, `Stay on ${apiOrigin}`);
+  stay.addEventListener("click", () => {
+    chooseApi(apiOrigin); // remembered: the same link asks again, a plain visit does not
+    proposal.remove();
+  });
+  const proposal = t(
+    "section",
+    "api-proposal",
+    { class: "api-proposal", role: "alertdialog", "aria-labelledby": "api-proposal-title", "aria-describedby": "api-proposal-text" },
+    h("h2", { id: "api-proposal-title" }, "Switch to another server?"),
+    h(
+      "div",
+      { id: "api-proposal-text" },
+      h("p", {}, "This link points the app at the API at ", h("strong", { "data-testid": "api-proposal-origin" }, proposedApi), "."),
+      h("p", { class: "small" }, "You are using ", h("strong", {}, apiOrigin), ". Only switch to a server you trust: it would receive your password when you log in there."),
+    ),
+    h("div", { class: "api-proposal-actions" }, use, stay),
+  );
+  header.after(proposal);
+}
+showApiProposal();
+
 let cleanup = null;
 let ready = false;
 

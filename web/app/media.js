@@ -93,6 +93,8 @@ export function mediaItem(media, { sizes = "(max-width: 500px) 100vw, 470px", ea
         src: apiUrl(media.videoUrl),
         poster: apiUrl(media.feedJpeg) || false,
         controls: true,
+        // A double tap on the post likes it: never fullscreen (see post-card.js).
+        controlslist: "nofullscreen",
         muted: true,
         playsinline: true,
         loop: true,

@@ -99,15 +99,22 @@ export function postCard(post, { eager = false } = {}) {
 
   const media = carousel(post, eager);
   media.append(heartBurst);
-  media.addEventListener("dblclick", (event) => {
-    // Quick clicks on the carousel's arrows or dots are not a double tap on the photo.
-    if (event.target.closest(".carousel-nav, .dots")) return;
-    event.preventDefault();
-    heartBurst.classList.remove("show");
-    void heartBurst.offsetWidth; // restart the animation
-    heartBurst.classList.add("show");
-    setLiked(true);
-  });
+  // In the capture phase, before a <video>'s own controls see it: a double tap on a
+  // video likes it too, and must not also toggle fullscreen (its controls are also
+  // told `controlslist="nofullscreen"`, media.js).
+  media.addEventListener(
+    "dblclick",
+    (event) => {
+      // Quick clicks on the carousel's arrows or dots are not a double tap on the photo.
+      if (event.target.closest(".carousel-nav, .dots")) return;
+      event.preventDefault();
+      heartBurst.classList.remove("show");
+      void heartBurst.offsetWidth; // restart the animation
+      heartBurst.classList.add("show");
+      setLiked(true);
+    },
+    { capture: true },
+  );
 
   const commentsList = t("ul", "comments", { class: "comments" });
   for (const edge of post.comments ? post.comments.edges : []) commentsList.append(commentItem(edge.node));

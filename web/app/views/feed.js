@@ -1,7 +1,7 @@
 // Home feed: stories tray, live "new posts" banner, cards paged by cursor as you scroll.
 import { gql } from "../api.js";
 import { h, plural, t } from "../dom.js";
-import { subscribe } from "../live.js";
+import { onReconnect, subscribe } from "../live.js";
 import { postCard } from "../post-card.js";
 import { session } from "../session.js";
 import { showError } from "../toast.js";
@@ -97,24 +97,44 @@ export function feedView(root) {
   );
   observer.observe(sentinel);
 
+  /** A post newer than those shown: on top if the viewer's own, else behind the banner. */
+  function arrived(post) {
+    if (seen.has(post.id) || pending.some((p) => p.id === post.id)) return;
+    if (session.viewer && post.author && post.author.id === session.viewer.id) {
+      // The viewer's own post: no news to them, it just goes on top.
+      add([post], { atTop: true });
+      empty.hidden = true;
+      end.hidden = hasNext;
+      return;
+    }
+    pending.unshift(post);
+    showBanner();
+  }
+
   const unsubscribe = subscribe(
     "FeedItemAdded",
     {},
-    (data) => {
-      const post = data.feedItemAdded;
-      if (seen.has(post.id) || pending.some((p) => p.id === post.id)) return;
-      if (session.viewer && post.author && post.author.id === session.viewer.id) {
-        // The viewer's own post: no news to them, it just goes on top.
-        add([post], { atTop: true });
-        empty.hidden = true;
-        end.hidden = hasNext;
-        return;
-      }
-      pending.unshift(post);
-      showBanner();
-    },
+    (data) => arrived(data.feedItemAdded),
     (error) => console.warn("feedItemAdded", error),
   );
+
+  // Live events sent while the connection was down are lost: after a reconnect, read
+  // the first page again and treat what is above the newest post shown as arrived.
+  const stopReconnect = onReconnect(async () => {
+    if (!session.viewer) return;
+    try {
+      const data = await gql("HomeFeed", { first: PAGE_SIZE, after: null });
+      const known = (post) => seen.has(post.id) || pending.some((p) => p.id === post.id);
+      const posts = data.feed.edges.map((e) => e.node);
+      const firstKnown = posts.findIndex(known);
+      // Newest first: everything before the first post already here is new (all of
+      // the page when none is: an empty feed, or a page's worth arrived meanwhile).
+      const fresh = firstKnown === -1 ? posts : posts.slice(0, firstKnown);
+      fresh.reverse().forEach(arrived); // oldest first, so the newest ends up first
+    } catch (error) {
+      console.warn("feed re-read after reconnect", error);
+    }
+  });
 
   root.append(
     h(
@@ -134,5 +154,6 @@ export function feedView(root) {
   return () => {
     observer.disconnect();
     unsubscribe();
+    stopReconnect();
   };
 }

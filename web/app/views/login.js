@@ -1,23 +1,33 @@
 // Log in, or sign up with the same form (an extra email field).
 import { gql, payload } from "../api.js";
-import { apiOrigin, pageOrigin } from "../config.js";
+import { apiOrigin, chooseApi, isLocalApi, pageOrigin } from "../config.js";
 import { h, t } from "../dom.js";
 import { navigate } from "../router.js";
 import { loadViewer, signIn } from "../session.js";
 
 /**
  * Where the password goes, said plainly when it is not this page's own server (the
- * API can be set by a link's `?api=`), with a way back to the page's own origin.
+ * person chose another API, config.js), with a way back to the page's own origin.
  */
 function apiNotice() {
   if (apiOrigin === pageOrigin) return null;
-  const reset = `${window.location.pathname}?api=${encodeURIComponent(pageOrigin)}#/login`;
   return h(
     "div",
     { class: "api-notice", role: "note", "data-testid": "api-notice" },
     h("p", {}, "Signing in to API at ", h("strong", { class: "api-notice-origin" }, apiOrigin)),
-    h("p", { class: "small" }, "Not what you expected? ", h("a", { href: reset }, `Use this page's own server (${pageOrigin})`)),
+    h(
+      "p",
+      { class: "small" },
+      "Not what you expected? ",
+      t("button", "api-notice-reset", { type: "button", class: "link-button", onclick: () => chooseApi(pageOrigin) }, `Use this page's own server (${pageOrigin})`),
+    ),
   );
+}
+
+/** The seeded demo account (`make seed`): only worth a hint on a developer's own API. */
+function demoHint() {
+  if (!isLocalApi()) return null;
+  return h("p", { class: "hint", "data-testid": "demo-hint" }, "Demo: after ", h("code", {}, "make seed"), ", log in as ", h("code", {}, "demo"), " / ", h("code", {}, "demo-password"), ".");
 }
 
 export function loginView(root) {
@@ -92,7 +102,7 @@ export function loginView(root) {
         h("p", { class: "muted" }, "Share photos and videos with the people you follow."),
         apiNotice(),
         form,
-        h("p", { class: "hint", "data-testid": "demo-hint" }, "Demo: after ", h("code", {}, "make seed"), ", log in as ", h("code", {}, "demo"), " / ", h("code", {}, "demo-password"), "."),
+        demoHint(),
       ),
       h("div", { class: "card login-switch" }, togglePrompt, toggle),
       apiOrigin === pageOrigin ? h("p", { class: "muted small api-origin" }, "API: ", apiOrigin) : null,

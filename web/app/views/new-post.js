@@ -57,6 +57,7 @@ export function newPostView(root) {
   function setStatus(value, detail = "") {
     status.hidden = false;
     delete status.dataset.interrupted;
+    delete status.dataset.stillProcessing;
     status.dataset.status = value;
     status.className = `upload-status status-${value.toLowerCase()}`;
     status.textContent = detail ? `${STATUS_TEXT[value]} ${detail}` : STATUS_TEXT[value];
@@ -152,12 +153,16 @@ export function newPostView(root) {
     const worker = async () => {
       for (let job = queue.shift(); job; job = queue.shift()) {
         const { file, i } = job;
+        delete bars[i].dataset.state;
         try {
           await uploadFile(file, targets[i], (fraction) => {
             bars[i].value = Math.round(fraction * 100);
           });
         } catch (error) {
           queue.length = 0; // the other workers stop after their current file
+          // Not sent after all (whatever the bar last showed): back to 0, marked failed.
+          bars[i].value = 0;
+          bars[i].dataset.state = "failed";
           throw error;
         }
       }
@@ -191,7 +196,7 @@ export function newPostView(root) {
       let current = created.post.status;
       const targets = created.uploads || [];
       if (current === "PENDING" && targets.length === files.length) await upload(targets, bars);
-      else bars.forEach((bar) => { bar.value = 100; });
+      else bars.forEach((bar) => { bar.value = 100; delete bar.dataset.state; });
 
       let done = null;
       if (current === "PENDING") {
@@ -203,7 +208,18 @@ export function newPostView(root) {
         setStatus("PROCESSING");
         done = await waitUntilDone(postId);
       }
-      if (!done) return;
+      if (!done) {
+        if (stopped) return;
+        // Polled for POLL_LIMIT_MS and still not done: the worker is slow or backed up.
+        // The post is not lost: say so, and let the person leave or check again.
+        status.dataset.stillProcessing = "true";
+        status.textContent = "Still processing; it will appear in your feed when ready. Press Share to check again.";
+        after.replaceChildren(h("a", { class: "button", href: "#/", "data-testid": "new-post-close" }, "Close"));
+        after.hidden = false;
+        submit.disabled = false;
+        fileInput.disabled = false;
+        return;
+      }
       if (done.status === "READY") {
         setStatus("READY");
         after.replaceChildren(

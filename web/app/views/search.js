@@ -1,4 +1,4 @@
-// Search: "#tag" looks up the hashtag, anything else searches users.
+// Search: "#tag" looks up the hashtag (by its exact name), anything else searches users.
 import { gql } from "../api.js";
 import { avatar, h, plural, t } from "../dom.js";
 import { showError } from "../toast.js";
@@ -23,15 +23,18 @@ export function searchView(root, params, query = new URLSearchParams()) {
     try {
       let items;
       if (q.startsWith("#") || q.startsWith("＃")) {
+        // The API looks a tag up by its exact name, and answers every valid name (a tag
+        // nobody used has no posts): only a tag with posts is a result.
         const { hashtag } = await gql("Hashtag", { name: q.slice(1), first: 1, after: null });
-        items = hashtag ? [hashtagResult(hashtag)] : [];
+        if (hashtag && hashtag.postCount > 0) items = [hashtagResult(hashtag)];
+        else items = [t("li", "search-empty", { class: "muted empty" }, `No posts tagged #${hashtag ? hashtag.name : q.slice(1)} yet.`)];
       } else {
         const { searchUsers } = await gql("SearchUsers", { query: q, first: 15 });
         items = searchUsers.map(userResult);
       }
       if (mine !== latest) return; // a newer query answered first
       results.hidden = false;
-      results.replaceChildren(...(items.length ? items : [h("li", { class: "muted empty" }, "No results.")]));
+      results.replaceChildren(...(items.length ? items : [t("li", "search-empty", { class: "muted empty" }, "No results.")]));
     } catch (error) {
       if (mine !== latest) return;
       results.hidden = false;
