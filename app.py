@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
 import logging
 import re
@@ -64,6 +65,12 @@ from settings import ROOT, Settings, get_settings
 log = logging.getLogger("instagraph")
 
 WEB_ROOT = ROOT / "web"
+
+# The JSON body `GraphQLApp.parse_http_body` parsed and checked, with the bytes it came
+# from, for Strawberry's own parse of the same body in this request's task.
+_CHECKED_BODY: contextvars.ContextVar[tuple[str | bytes, object] | None] = contextvars.ContextVar(
+    "checked_body", default=None
+)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -252,13 +259,19 @@ class GraphQLApp(GraphQL[Context, None]):
 
         A JSON body is first held to `check_request_body` (an object or a batch, else a
         400), which Strawberry does not do: `null` or `5` would end in an AttributeError
-        and a 500. It costs a second parse on this path only; the fast path checks the
-        body it parsed itself."""
+        and a 500. Strawberry then reads the body parsed here (`parse_json`), not a second
+        parse of it; the fast path checks the body it parsed itself."""
+        token = None
         if request.method == "POST":
             content_type, _ = parse_content_type(request.content_type or "")
             if JSON in content_type:  # Strawberry's test for a JSON body
-                check_request_body(self.parse_json(await request.get_body()))
-        data = await super().parse_http_body(request)
+                body = await request.get_body()
+                token = _CHECKED_BODY.set((body, check_request_body(self.parse_json(body))))
+        try:
+            data = await super().parse_http_body(request)
+        finally:
+            if token is not None:
+                _CHECKED_BODY.reset(token)
         if self.fast_path is not None:
             assert isinstance(request, RequestAdapter)  # our request_adapter_class
             for item in data if isinstance(data, list) else [data]:
@@ -267,6 +280,18 @@ class GraphQLApp(GraphQL[Context, None]):
                     request.starlette_request, item.query, item.extensions
                 )
         return data
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """Strawberry's, except that JSON nested too deeply for the parser is a 400 like any
+        unreadable body (not a RecursionError and a 500), and that the body
+        `parse_http_body` has just parsed and checked is not parsed again."""
+        checked = _CHECKED_BODY.get()
+        if checked is not None and checked[0] is data:
+            return checked[1]
+        try:
+            return super().parse_json(data)
+        except RecursionError as exc:
+            raise HTTPException(400, "Unable to parse request body as JSON") from exc
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)

@@ -207,7 +207,7 @@ async def test_malformed_requests_keep_their_status_in_either_media_type(server,
 @pytest.mark.parametrize("body", [b"null", b"5", b'"x"', b"true", b"1.5"])
 async def test_a_json_body_that_is_not_an_object_is_400_not_a_500(server, http, caplog, body):
     with caplog.at_level(logging.WARNING):
-        # Twice: the first request reaches Strawberry's view as well as the fast path.
+        # Twice: the fast path answers both times (compiled or not, it checks the body).
         for _ in range(2):
             for headers, media_type in (
                 (RESPONSE_JSON, GRAPHQL_RESPONSE),
@@ -252,6 +252,23 @@ async def test_a_json_body_that_is_not_an_object_is_400_on_strawberrys_path_too(
         assert served.compiled == 0
     finally:
         graphql.fast_path = fast_path
+    no_error_logged(caplog)
+
+
+@pytest.mark.parametrize("where", ["body", "variables"])
+async def test_json_nested_too_deeply_is_400_not_a_500(server, http, caplog, where):
+    """Deeper than orjson reads (the fast path passes it on) and than the standard
+    library's parser recurses (a RecursionError in Strawberry's parse): a 400 like any
+    unreadable body, on either path."""
+    deep = b"[" * 50_000 + b"]" * 50_000
+    body = deep if where == "body" else b'{"query": "{ __typename }", "variables": ' + deep + b"}"
+    with caplog.at_level(logging.WARNING):
+        for headers in (RESPONSE_JSON, LEGACY_JSON):
+            response = await http.post(
+                "/graphql", content=body, headers={"content-type": JSON, **headers}
+            )
+            assert response.status_code == 400, response.text
+            assert "Unable to parse request body as JSON" in response.text
     no_error_logged(caplog)
 
 

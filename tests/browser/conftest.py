@@ -25,8 +25,8 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
-from starlette.staticfiles import StaticFiles
 
+from app import WebAppFiles
 from infra.embedded import free_port
 from infra.storage import MIN_PART_SIZE, S3Storage
 from settings import DEFAULT_TRUSTED_DOCUMENTS, ROOT, Settings
@@ -209,7 +209,9 @@ def active_server(browser_server: Server) -> Server:
 async def page_origin() -> AsyncIterator[str]:
     """web/ served by a plain static file server on another origin than the API."""
     port = free_port()
-    app = Starlette(routes=[Mount("/", StaticFiles(directory=WEB_ROOT, html=True))])
+    # Served as the API serves /app (app.WebAppFiles: its Content-Security-Policy too),
+    # so a CSP violation shows as a console error in every test.
+    app = Starlette(routes=[Mount("/", WebAppFiles(directory=WEB_ROOT, html=True))])
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -99,9 +99,9 @@ export function postCard(post, { eager = false } = {}) {
 
   const media = carousel(post, eager);
   media.append(heartBurst);
-  // In the capture phase, before a <video>'s own controls see it: a double tap on a
-  // video likes it too, and must not also toggle fullscreen (its controls are also
-  // told `controlslist="nofullscreen"`, media.js).
+  // A double tap on a video likes it too. What keeps Chromium's controls from also
+  // toggling fullscreen is `controlslist="nofullscreen"` (media.js): preventDefault here
+  // does not stop them (checked in Chromium). Other browsers ignore controlslist.
   media.addEventListener(
     "dblclick",
     (event) => {

@@ -29,6 +29,7 @@ export function feedView(root) {
   let hasNext = true;
   let busy = false;
   let failed = false;
+  let firstPageShown = false;
 
   function add(posts, { atTop = false } = {}) {
     const cards = [];
@@ -53,6 +54,7 @@ export function feedView(root) {
       const data = await gql("HomeFeed", { first: PAGE_SIZE, after: cursor });
       add(data.feed.edges.map((e) => e.node));
       cursor = data.feed.pageInfo.endCursor;
+      firstPageShown = true;
       hasNext = data.feed.pageInfo.hasNextPage;
       end.hidden = hasNext || seen.size === 0;
       empty.hidden = seen.size > 0 || hasNext;
@@ -122,6 +124,9 @@ export function feedView(root) {
   // the first page again and treat what is above the newest post shown as arrived.
   const stopReconnect = onReconnect(async () => {
     if (!session.viewer) return;
+    // No page shown yet (still loading, or it failed): that first page, when it comes,
+    // has whatever arrived; a re-read now would announce the whole page as new.
+    if (!firstPageShown) return;
     try {
       const data = await gql("HomeFeed", { first: PAGE_SIZE, after: null });
       const known = (post) => seen.has(post.id) || pending.some((p) => p.id === post.id);
