@@ -409,10 +409,11 @@ async def note_retry(*, conn: AsyncConnection, post_id: int) -> int:
     return int(attempts or 0)
 
 
-async def abandon_pending(*, conn: AsyncConnection, post_id: int) -> list[DbRow]:
-    """Delete an abandoned PENDING post; returns its media rows so objects can go too."""
-    rows = await media_rows(conn=conn, post_ids=[post_id])
-    await conn.execute(
+async def abandon_pending(*, conn: AsyncConnection, post_id: int) -> list[DbRow] | None:
+    """Delete an abandoned PENDING post; returns its media rows so objects can go too, or
+    None when the post is no longer PENDING (its upload was completed meanwhile): then
+    nothing changed and nothing of it may be deleted."""
+    abandoned = await conn.scalar(
         update(posts)
         .where(posts.c.id == post_id, posts.c.status == PostStatus.PENDING)
         .values(
@@ -421,5 +422,8 @@ async def abandon_pending(*, conn: AsyncConnection, post_id: int) -> list[DbRow]
             failure_reason="Upload abandoned.",
             idempotency_key=None,
         )
+        .returning(posts.c.id)
     )
-    return rows
+    if abandoned is None:
+        return None
+    return await media_rows(conn=conn, post_ids=[post_id])

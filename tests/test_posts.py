@@ -19,7 +19,7 @@ from tests.media_samples import (
     video_bytes,
 )
 from tests.posting import COMPLETE, POST, create_post, publish, read_public, upload, wait_for_post
-from workers.media import sweep_posts
+from workers.media import abandon_post, sweep_posts
 
 USER_POSTS = """
 query ($name: String!, $first: Int, $after: String) {
@@ -364,6 +364,26 @@ async def test_sweeper_cleans_abandoned_uploads_and_retries_stuck_posts(media_se
     assert await media_server.storage.head(key) is None
     assert (await gql(POST, token=author.token, id=abandoned["post"]["id"]))["post"] is None
     post = await wait_for_post(gql, author.token, stuck["post"]["id"])
+    assert post["status"] == "READY"
+
+
+async def test_the_sweeper_never_deletes_a_post_completed_as_it_runs(media_server, gql, factory):
+    """The sweeper saw the post PENDING and past its time; its author completes the
+    upload before the sweeper abandons it: nothing is abandoned, nothing deleted."""
+    author = await factory.user("author")
+    data = jpeg_bytes(300, 300)
+    created = await create_post(gql, author.token, [("image/jpeg", data)])
+    await upload(created["uploads"][0], data)
+    completed = await gql(COMPLETE, token=author.token, id=created["post"]["id"])
+    assert completed["completeUpload"]["errors"] == []
+    pk = from_global_id(created["post"]["id"])[1]
+    async with media_server.engine.connect() as conn:
+        key = await conn.scalar(
+            text("SELECT original_key FROM media WHERE post_id = :p"), {"p": pk}
+        )
+    assert await abandon_post(media_server.worker.ctx, pk) is False
+    assert await media_server.storage.head(key) is not None
+    post = await wait_for_post(gql, author.token, created["post"]["id"])
     assert post["status"] == "READY"
 
 

@@ -201,6 +201,22 @@ async def delete_post_objects(ctx: dict[str, Any], post_id: int) -> None:
     await storage.delete_prefix(f"renditions/{post_id}/")
 
 
+async def abandon_post(ctx: dict[str, Any], post_id: int) -> bool:
+    """Delete a PENDING post whose bytes never came, with its objects; False, touching
+    nothing, when it left PENDING since the sweeper saw it (its author completed the
+    upload just then: its photos must stay)."""
+    async with ctx["resources"].engine.begin() as conn:
+        items = await post_domain.abandon_pending(conn=conn, post_id=post_id)
+    if items is None:
+        return False
+    storage = ctx["resources"].storage
+    for item in items:
+        if item.upload_id is not None:
+            await storage.abort_multipart(item.original_key, item.upload_id)
+    await storage.delete_prefix(f"originals/{post_id}/")
+    return True
+
+
 async def sweep_posts(ctx: dict[str, Any]) -> dict[str, int]:
     """Re-enqueue posts stuck in PROCESSING (a worker died mid-job), fail those that
     keep failing, and clean up PENDING posts whose bytes never came."""
@@ -211,15 +227,8 @@ async def sweep_posts(ctx: dict[str, Any]) -> dict[str, int]:
         stuck = await post_domain.stuck_posts(conn=conn, settings=settings)
     for row in stuck:
         if row.status == PostStatus.PENDING:
-            async with engine.begin() as conn:
-                items = await post_domain.abandon_pending(conn=conn, post_id=row.id)
-            for item in items:
-                if item.upload_id is not None:
-                    await ctx["resources"].storage.abort_multipart(
-                        item.original_key, item.upload_id
-                    )
-            await ctx["resources"].storage.delete_prefix(f"originals/{row.id}/")
-            counts["abandoned"] += 1
+            if await abandon_post(ctx, row.id):
+                counts["abandoned"] += 1
             continue
         async with engine.begin() as conn:
             attempts = await post_domain.note_retry(conn=conn, post_id=row.id)
