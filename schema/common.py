@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, NewType, TypeVar
 
@@ -30,13 +31,19 @@ def scalar_map() -> dict[object, Any]:
     }
 
 
+_CANONICAL_DIGITS = re.compile(r"0|[1-9][0-9]*")
+
+
 def _parse_unsigned_int64(value: object) -> int:
-    if isinstance(value, bool):
+    """An int, or a string of canonical ASCII digits: never a float (`1.9` is not 1), an
+    underscore (`1_000`), other scripts' digits, signs, spaces or leading zeros, all of
+    which Python's int() would take."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _CANONICAL_DIGITS.fullmatch(value):
+        number = int(value)
+    else:
         raise ValueError("UnsignedInt64 must be a non-negative integer")
-    try:
-        number = int(value)  # type: ignore[call-overload]  # str or int, validated below
-    except (TypeError, ValueError) as exc:
-        raise ValueError("UnsignedInt64 must be a non-negative integer") from exc
     if not 0 <= number < 2**64:
         raise ValueError("UnsignedInt64 must be between 0 and 2^64-1")
     return number

@@ -18,7 +18,16 @@ from tests.media_samples import (
     png_with_alpha_bytes,
     video_bytes,
 )
-from tests.posting import COMPLETE, POST, create_post, publish, read_public, upload, wait_for_post
+from tests.posting import (
+    COMPLETE,
+    CREATE_POST,
+    POST,
+    create_post,
+    publish,
+    read_public,
+    upload,
+    wait_for_post,
+)
 from workers.media import abandon_post, sweep_posts
 
 USER_POSTS = """
@@ -449,3 +458,21 @@ async def test_an_idempotency_key_is_free_again_after_its_post_is_deleted(server
     ] == []
     again = await create_post(gql, author.token, [("image/jpeg", data)], idempotency_key="k")
     assert again["errors"] == [] and again["post"]["id"] != first["post"]["id"]
+
+
+async def test_a_byte_size_must_be_canonical_digits(server, gql, factory):
+    """`byteSize` (UnsignedInt64) is an integer or a string of plain ASCII digits: a float
+    is not truncated, and what Python's int() would also read (`1_000`, Arabic-Indic
+    digits, signs, spaces, leading zeros) is refused as INVALID_INPUT."""
+    author = await factory.user("author")
+    for size in (1.9, "1.9", "1_000", "١٢٣", "+12", " 12", "012", "-1", True, 2**64):
+        media = {"contentType": "image/jpeg", "byteSize": size}
+        answer = await gql.raw(CREATE_POST, token=author.token, input={"media": [media]})
+        assert answer.get("data") is None, size
+        assert [e["extensions"]["code"] for e in answer["errors"]] == ["INVALID_INPUT"], size
+    for size in (1000, "1000", "0"):
+        media = {"contentType": "image/jpeg", "byteSize": size}
+        answer = await gql.raw(CREATE_POST, token=author.token, input={"media": [media]})
+        assert "errors" not in answer, (size, answer)
+    async with server.engine.connect() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM posts")) == 2  # 1000 twice; 0 refused
