@@ -119,6 +119,13 @@ async def serve(settings: Settings) -> AsyncIterator[Server]:
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio", lifespan="on"
     )
+    async with uvicorn_serving(config):
+        yield Server(app=app, base_url=f"http://127.0.0.1:{port}", settings=settings)
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_serving(config: uvicorn.Config) -> AsyncIterator[None]:
+    """Serve `config` in this event loop, from when it listens until the block ends."""
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -126,7 +133,7 @@ async def serve(settings: Settings) -> AsyncIterator[Server]:
             task.result()
         await asyncio.sleep(0.01)
     try:
-        yield Server(app=app, base_url=f"http://127.0.0.1:{port}", settings=settings)
+        yield
     finally:
         server.should_exit = True
         await task

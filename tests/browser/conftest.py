@@ -31,7 +31,7 @@ from infra.embedded import free_port
 from infra.storage import MIN_PART_SIZE, S3Storage
 from settings import DEFAULT_TRUSTED_DOCUMENTS, ROOT, Settings
 from tests.browser.helpers import API_KEY, CHROMIUM, OpenTab, Tab, artifact, token_key_for
-from tests.conftest import Server, run_worker, serve, with_redis_db
+from tests.conftest import Server, run_worker, serve, uvicorn_serving, with_redis_db
 from tests.conftest import clean_state as shared_clean_state
 from tests.factories import MadeUser
 from tests.s3_server import s3_settings
@@ -213,17 +213,8 @@ async def page_origin() -> AsyncIterator[str]:
     # so a CSP violation shows as a console error in every test.
     app = Starlette(routes=[Mount("/", WebAppFiles(directory=WEB_ROOT, html=True))])
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
+    async with uvicorn_serving(config):
         yield f"http://{PAGE_HOST}:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture(scope="package")
