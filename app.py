@@ -16,7 +16,7 @@ import gc
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -30,16 +30,17 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect
-from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
-from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.unset import UNSET
 
+from domain.uploads import PendingUploadGate
 from infra.cors import CrossOriginMiddleware, OriginList, allowed_headers
+from infra.logs import configure_logging, request_context
 from infra.metrics import STRAWBERRY, MetricsMiddleware, metrics
 from infra.resources import Resources
 from infra.security import user_id_from_authorization
@@ -57,10 +58,14 @@ from schema.graphql_http import (
     http_error_response,
     mutation_over_get,
     negotiate,
+    parse_request_json,
     persisted_query_error_response,
     subscription_not_streamed,
 )
+from schema.request_limits import RequestLimitsMiddleware
+from schema.websocket import GraphQLTransportWSHandler, GraphQLWSHandler, TextFrameWebSocketAdapter
 from settings import ROOT, Settings, get_settings
+from workers import liveness
 
 log = logging.getLogger("instagraph")
 
@@ -134,19 +139,9 @@ class RequestIdMiddleware:
                 ]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
-
-
-class TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
-    """graphql-transport-ws and graphql-ws messages are JSON in text frames: the reference
-    `graphql-ws` client, Python `gql` and browsers reject (or hand over as Blobs) binary
-    frames, which Strawberry sends whenever the view's encoder returns bytes."""
-
-    async def send_json(self, message: Mapping[str, object]) -> None:
-        try:
-            await self.ws.send_text(orjson.dumps(message).decode())
-        except WebSocketDisconnect as exc:
-            raise WebSocketDisconnected from exc
+        # Log lines of this request, and the jobs it enqueues, carry its id (infra/logs.py).
+        with request_context(request_id):
+            await self.app(scope, receive, send_with_id)
 
 
 class RequestAdapter(StarletteRequestAdapter):
@@ -164,7 +159,11 @@ class GraphQLApp(GraphQL[Context, None]):
     serves never reach Strawberry's machinery; every other request does, unchanged.
     Both answer with the media types and status codes of `schema.graphql_http`."""
 
+    # Text frames only, every client message checked, and the WebSocket limits
+    # (schema/websocket.py, docs/subscriptions.md).
     websocket_adapter_class = TextFrameWebSocketAdapter
+    graphql_transport_ws_handler_class = GraphQLTransportWSHandler
+    graphql_ws_handler_class = GraphQLWSHandler
     request_adapter_class = RequestAdapter
     # Set by the lifespan once Redis (for registered documents) is there.
     fast_path: FastPath | None = None
@@ -257,16 +256,17 @@ class GraphQLApp(GraphQL[Context, None]):
     ) -> GraphQLRequestData | list[GraphQLRequestData]:
         """Strawberry's parsing, with persisted references resolved to their documents.
 
-        A JSON body is first held to `check_request_body` (an object or a batch, else a
-        400), which Strawberry does not do: `null` or `5` would end in an AttributeError
-        and a 500. Strawberry then reads the body parsed here (`parse_json`), not a second
-        parse of it; the fast path checks the body it parsed itself."""
+        A JSON body is first parsed and held to `check_request_body` (an object or a
+        batch whose parameters have their types, else a 400), which Strawberry does not
+        do: `null` or `5` would end in an AttributeError and a 500. Strawberry then reads
+        the body parsed here (`parse_json`), not a second parse of it; the fast path
+        checks the body it parsed itself, by the same rules."""
         token = None
         if request.method == "POST":
             content_type, _ = parse_content_type(request.content_type or "")
             if JSON in content_type:  # Strawberry's test for a JSON body
                 body = await request.get_body()
-                token = _CHECKED_BODY.set((body, check_request_body(self.parse_json(body))))
+                token = _CHECKED_BODY.set((body, check_request_body(parse_request_json(body))))
         try:
             data = await super().parse_http_body(request)
         finally:
@@ -282,16 +282,14 @@ class GraphQLApp(GraphQL[Context, None]):
         return data
 
     def parse_json(self, data: str | bytes) -> Any:
-        """Strawberry's, except that JSON nested too deeply for the parser is a 400 like any
-        unreadable body (not a RecursionError and a 500), and that the body
+        """The fast path's parser instead of Strawberry's (`parse_request_json`: invalid
+        UTF-8, a 5,000-digit number or JSON nested too deeply is a 400 like any
+        unreadable body, not a ValueError or RecursionError and a 500), and the body
         `parse_http_body` has just parsed and checked is not parsed again."""
         checked = _CHECKED_BODY.get()
         if checked is not None and checked[0] is data:
             return checked[1]
-        try:
-            return super().parse_json(data)
-        except RecursionError as exc:
-            raise HTTPException(400, "Unable to parse request body as JSON") from exc
+        return parse_request_json(data)
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
@@ -362,19 +360,28 @@ async def readyz(request: Request) -> Response:
     async def check_redis() -> None:
         await resources.redis.ping()
 
-    for name, check in (("postgres", check_db), ("redis", check_redis)):
+    async def run(name: str, check: Callable[[], Awaitable[None]]) -> None:
         try:
             await asyncio.wait_for(check(), timeout=2)
             checks[name] = "ok"
         except Exception as exc:
             checks[name] = f"unavailable: {type(exc).__name__}"
-    ready = all(value == "ok" for value in checks.values())
-    body: dict[str, Any] = {"ready": ready, **checks}
+
+    # At once: a probe waits for the slower of the two, not their sum.
+    await asyncio.gather(run("postgres", check_db), run("redis", check_redis))
+    # Without Redis the API still serves (reads from PostgreSQL, docs/degradation.md):
+    # degraded, but ready, so that it stays in rotation. Without PostgreSQL it is not.
+    ready = checks["postgres"] == "ok"
+    body: dict[str, Any] = {"ready": ready, "degraded": checks["redis"] != "ok", **checks}
     if checks["redis"] == "ok":
         # Informational: the API serves reads without a worker, so this never fails readiness.
-        body["workers"] = len(
-            [key async for key in resources.redis.scan_iter("worker:heartbeat:*")]
-        )
+        # A killed worker's heartbeat is reported, but not counted (workers/liveness.py).
+        with contextlib.suppress(Exception):
+            seen = await liveness.workers(
+                resources.redis, resources.settings.worker_heartbeat_seconds
+            )
+            body["workers"] = sum(worker.alive for worker in seen)
+            body["worker_heartbeats"] = [worker.as_json() for worker in seen]
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
@@ -433,7 +440,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         schema,
         graphql_ide=None if base_settings.is_production else "graphiql",
         origins=origins,
-        connection_init_wait_timeout=timedelta(seconds=10),
+        connection_init_wait_timeout=timedelta(seconds=base_settings.ws_init_timeout_seconds),
+        max_subscriptions_per_connection=base_settings.ws_max_operations_per_connection,
         # Every protocol a standard client speaks (docs/subscriptions.md): the two
         # WebSocket subprotocols on ws://.../graphql, and Apollo's multipart HTTP
         # subscriptions on POST /graphql with `Accept: multipart/mixed;subscriptionSpec=1.0`.
@@ -486,7 +494,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/metrics", metrics),
             # The local backend is the blob store of a single-machine install: it takes
             # uploads and serves renditions itself. With S3 the API never carries bytes.
-            *(local_storage_routes(storage) if isinstance(storage, LocalStorage) else []),
+            # A PUT is taken only for a PENDING post's or story's target (domain/uploads.py).
+            *(
+                local_storage_routes(storage, gate=PendingUploadGate())
+                if isinstance(storage, LocalStorage)
+                else []
+            ),
             # The reference web client (web/README.md): static files, no build step.
             *(
                 [Mount("/app", WebAppFiles(directory=WEB_ROOT, html=True), name="web")]
@@ -496,7 +509,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         lifespan=lifespan,
     )
-    # Innermost first: CORS headers go on every answer of its routes, errors included;
+    # Innermost first. Size limits (413, 431) before any route reads the request, with
+    # CORS headers on their answers too, so a page can read why it was refused.
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=base_settings.max_request_body_bytes,
+        max_header_bytes=base_settings.max_request_header_bytes,
+        body_timeout_seconds=base_settings.request_body_timeout_seconds,
+    )
+    # CORS headers go on every answer of its routes, errors included;
     # the request id goes on the preflight answers too. With no origin allowed
     # (production's default) there is nothing to answer: not installed at all.
     if origins:
@@ -508,9 +529,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return app
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-
-
-_configure_logging()
+configure_logging(get_settings().log_format)
 app: Any = create_app()

@@ -3,7 +3,14 @@
 Starts embedded PostgreSQL and Redis (unless DATABASE_URL / REDIS_URL are set),
 applies migrations, then runs the API (uvicorn) and the arq worker as child
 processes sharing those servers. Ctrl-C (or SIGTERM) stops the children, then
-the servers: nothing is left running. Data lives under ./.data/.
+the servers: nothing is left running. Data lives under ./.data/ (DATA_DIR).
+
+It supervises what it started: an API process, the worker, or an embedded server
+that dies is started again (Redis and PostgreSQL on the same port, socket and data
+directory, so the URLs the others hold stay valid), after a delay that doubles with
+each failure in a row, up to a cap, and starts over once the process has run for a
+while; the rest keeps running meanwhile. With DATABASE_URL / REDIS_URL set (managed
+servers) the API and the worker are supervised the same way. docs/operations.md.
 
     python run.py [--host 127.0.0.1] [--port 8000] [--no-worker] [--migrate-only]
 
@@ -27,18 +34,34 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from types import FrameType
 
-from infra.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent
+from infra.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent, signals_deferred
 from infra.migrate import upgrade_database
+from infra.ratelimit import forwarded_allow_ips
 from settings import Settings, load_settings
 
 log = logging.getLogger("instagraph.run")
 
+# websockets' own limits on a WebSocket handshake (8 KiB a line, 128 header fields): a
+# handshake beyond them is refused by an answer uvicorn's websockets-sansio never writes,
+# so the client waits until its own timeout. Raised past anything uvicorn (httptools,
+# which holds the whole head in memory already) hands over, so that the app's own
+# limits decide: `schema.request_limits` refuses an oversized header with 403 at once
+# (docs/input-hardening.md). Read by websockets when imported: the API processes'
+# environment.
+WEBSOCKETS_HANDSHAKE_LIMITS = {
+    "WEBSOCKETS_MAX_LINE_LENGTH": str(16 * 1024 * 1024),
+    "WEBSOCKETS_MAX_NUM_HEADERS": str(64 * 1024),
+}
 
-class Stop(Exception):
-    """Raised by the signal handler to unwind into the cleanup code."""
+
+class Stop(BaseException):
+    """Raised by the signal handler to unwind into the cleanup code. A BaseException, so
+    that no `except Exception` on the way (the supervisor's around a restart, a
+    library's) takes a Ctrl-C for a failure and carries on."""
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -47,6 +70,111 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env=env, preexec_fn=die_with_parent)  # noqa: S603 - fixed argv
+
+
+# PostgreSQL's restart often fails once or twice in a row (the killed postmaster's
+# backends still hold its shared memory for a moment): retry often, never 30 s apart.
+POSTGRES_BACKOFF_CAP = 2.0
+# The worker exits when it loses Redis, and keeps failing to start while Redis is down;
+# it is also started again (at `first`) as soon as Redis is back (`Supervised.wakes`).
+WORKER_BACKOFF_CAP = 5.0
+
+
+@dataclass
+class Backoff:
+    """Delays between restarts of one process: `first`, doubling with each failure in a
+    row up to `cap`; a process that ran `stable_after` seconds starts over at `first`."""
+
+    first: float = 0.5
+    cap: float = 30.0
+    stable_after: float = 30.0
+    failures: int = 0
+
+    def next_delay(self, ran_for: float) -> float:
+        if ran_for >= self.stable_after:
+            self.failures = 0
+        delay = min(self.cap, self.first * 2**self.failures)
+        self.failures += 1
+        return delay
+
+
+@dataclass
+class Supervised:
+    """One thing `make run` keeps running: how to start it, and whether it still runs."""
+
+    name: str
+    start: Callable[[], None]
+    alive: Callable[[], bool]
+    pid: Callable[[], int | None]
+    backoff: Backoff = field(default_factory=Backoff)
+    started_at: float = field(default_factory=time.monotonic)
+    restart_at: float | None = None
+    restarts: int = 0
+    # Units that depend on this one: when it is back, their backoff starts over and a
+    # pending restart of theirs comes at once (the worker, once Redis returns).
+    wakes: list[Supervised] = field(default_factory=list)
+
+    def woken(self, now: float) -> None:
+        self.backoff.failures = 0
+        if self.restart_at is not None:
+            self.restart_at = min(self.restart_at, now)
+
+
+def child_process(
+    name: str, argv: list[str], env: dict[str, str], children: list[subprocess.Popen[bytes]]
+) -> Supervised:
+    """A child process, started now; `children` always holds its current Popen (for the
+    shutdown)."""
+    slot = len(children)
+    with signals_deferred():  # a Ctrl-C lands once `children` holds it: it gets stopped
+        children.append(_spawn(argv, env))
+
+    def start() -> None:
+        with signals_deferred():
+            children[slot] = _spawn(argv, env)
+
+    return Supervised(
+        name,
+        start,
+        alive=lambda: children[slot].poll() is None,
+        pid=lambda: children[slot].pid,
+    )
+
+
+def supervise(units: list[Supervised], *, poll: float = 0.2) -> None:
+    """Restart whatever dies, each on its own backoff, forever (until Stop)."""
+    while True:
+        now = time.monotonic()
+        for unit in units:
+            if unit.restart_at is None:
+                if unit.alive():
+                    continue
+                delay = unit.backoff.next_delay(now - unit.started_at)
+                unit.restart_at = now + delay
+                log.warning(
+                    "%s (pid %s) exited after %.1fs; restarting in %.1fs",
+                    unit.name,
+                    unit.pid(),
+                    now - unit.started_at,
+                    delay,
+                )
+            elif now >= unit.restart_at:
+                unit.restarts += 1
+                unit.started_at = time.monotonic()
+                try:
+                    unit.start()
+                except Exception as exc:  # e.g. Redis' port still held (never Stop)
+                    delay = unit.backoff.next_delay(0)
+                    unit.restart_at = time.monotonic() + delay
+                    log.error("%s did not start (%s); retrying in %.1fs", unit.name, exc, delay)
+                    continue
+                unit.restart_at = None
+                log.warning(
+                    "%s restarted (pid %s, restart %d)", unit.name, unit.pid(), unit.restarts
+                )
+                for dependent in unit.wakes:
+                    dependent.woken(time.monotonic())
+        time.sleep(poll)
 
 
 def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
@@ -70,18 +198,27 @@ def api_commands(
     app: str = "app:app",
     factory: bool = False,
     quiet: bool = False,
+    trusted_proxies: tuple[str, ...] = Settings.trusted_proxies,
+    ws_max_size: int = Settings.max_request_body_bytes,
 ) -> list[list[str]]:
     """The command lines of the API: one uvicorn process, or `processes` copies of
     `run.py --api-process`, each binding the port with SO_REUSEPORT (Linux spreads the
     connections over them). `make bench` starts its servers from these too (`app`,
-    `factory` and `quiet` are for it)."""
+    `factory` and `quiet` are for it). TRUSTED_PROXIES become uvicorn's
+    `--forwarded-allow-ips` (none: `--no-proxy-headers`): uvicorn rewrites the client
+    address from X-Forwarded-For, and the limits read it (docs/limits.md). `ws_max_size`
+    (MAX_REQUEST_BODY_BYTES) bounds a WebSocket message as the body bounds HTTP."""
+    allowed = forwarded_allow_ips(trusted_proxies)
+    proxies = ["--forwarded-allow-ips", allowed] if allowed else ["--no-proxy-headers"]
     if processes <= 1:
         one = [sys.executable, "-m", "uvicorn", app, "--host", host, "--port", str(port)]
-        one += ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+        one += ["--loop", "uvloop", "--http", "httptools", "--no-access-log", *proxies]
+        one += ["--ws-max-size", str(ws_max_size)]
         one += ["--log-level", "warning"] if quiet else []
         return [one + (["--factory"] if factory else [])]
     one = [sys.executable, __file__, "--api-process", "--host", host, "--port", str(port)]
     one += ["--app", app] + (["--factory"] if factory else []) + (["--quiet"] if quiet else [])
+    one += ["--ws-max-size", str(ws_max_size), "--forwarded-allow-ips", allowed]
     return [list(one) for _ in range(processes)]
 
 
@@ -102,9 +239,18 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 
 
 def serve_api_process(
-    host: str, port: int, *, app: str = "app:app", factory: bool = False, quiet: bool = False
+    host: str,
+    port: int,
+    *,
+    app: str = "app:app",
+    factory: bool = False,
+    quiet: bool = False,
+    forwarded_allow_ips: str = "",
+    ws_max_size: int = Settings.max_request_body_bytes,
 ) -> None:
-    """One API process of several on a shared port (`run.py --api-process`)."""
+    """One API process of several on a shared port (`run.py --api-process`);
+    `forwarded_allow_ips` as `api_commands` makes it from TRUSTED_PROXIES (empty: no
+    proxy is trusted)."""
     import uvicorn
 
     config = uvicorn.Config(
@@ -114,6 +260,9 @@ def serve_api_process(
         http="httptools",
         access_log=False,
         log_level="warning" if quiet else "info",
+        proxy_headers=bool(forwarded_allow_ips),
+        forwarded_allow_ips=forwarded_allow_ips or None,
+        ws_max_size=ws_max_size,
     )
     uvicorn.Server(config).run(sockets=[reuse_port_socket(host, port)])
 
@@ -129,10 +278,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--app", default="app:app", help=argparse.SUPPRESS)
     parser.add_argument("--factory", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--forwarded-allow-ips", default="", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--ws-max-size", type=int, default=Settings.max_request_body_bytes, help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.api_process:
         serve_api_process(
-            args.host, args.port, app=args.app, factory=args.factory, quiet=args.quiet
+            args.host,
+            args.port,
+            app=args.app,
+            factory=args.factory,
+            quiet=args.quiet,
+            forwarded_allow_ips=args.forwarded_allow_ips,
+            ws_max_size=args.ws_max_size,
         )
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -165,16 +324,22 @@ def _run(
     services: contextlib.ExitStack,
     children: list[subprocess.Popen[bytes]],
 ) -> int:
+    units: list[Supervised] = []
+    redis_unit: Supervised | None = None
     if not settings.database_url:
         log.info("starting embedded PostgreSQL in %s", settings.data_dir / "postgres")
         pg = services.enter_context(
             EmbeddedPostgres(settings.data_dir / "postgres", persistent=True)
         )
         settings = replace(settings, database_url=pg.url)
+        backoff = Backoff(cap=POSTGRES_BACKOFF_CAP)
+        units.append(Supervised("PostgreSQL", pg.restart, pg.alive, lambda: pg.pid, backoff))
     if not settings.redis_url:
         log.info("starting embedded Redis in %s", settings.data_dir / "redis")
         redis = services.enter_context(EmbeddedRedis(settings.data_dir / "redis", persistent=True))
         settings = replace(settings, redis_url=redis.url)
+        redis_unit = Supervised("Redis", redis.restart, redis.alive, lambda: redis.pid)
+        units.append(redis_unit)
     log.info("applying migrations")
     upgrade_database(settings.database_url)
     if args.migrate_only:
@@ -189,20 +354,36 @@ def _run(
     # Local upload targets and media URLs point at the API itself: follow --host/--port
     # unless the public address was configured explicitly.
     env.setdefault("PUBLIC_BASE_URL", f"http://{args.host}:{args.port}")
+    # The worker's Prometheus metrics (job durations, fan-out lag) beside the API's, on
+    # the next port (a taken port only costs a warning: docs/observability.md).
+    env.setdefault("WORKER_METRICS_PORT", str(args.port + 1))
+    for name, value in WEBSOCKETS_HANDSHAKE_LIMITS.items():
+        env.setdefault(name, value)
     if settings.api_workers > 1:
         log.info("API: %d processes sharing port %d", settings.api_workers, args.port)
-    for command in api_commands(args.host, args.port, settings.api_workers):
-        children.append(_spawn(command, env))
+    commands = api_commands(
+        args.host,
+        args.port,
+        settings.api_workers,
+        trusted_proxies=settings.trusted_proxies,
+        ws_max_size=settings.max_request_body_bytes,
+    )
+    for number, command in enumerate(commands, start=1):
+        name = "API" if len(commands) == 1 else f"API process {number}"
+        units.append(child_process(name, command, env, children))
     if not args.no_worker:
-        children.append(_spawn([sys.executable, "-m", "arq", "workers.WorkerSettings"], env))
+        worker = [sys.executable, "-m", "arq", "workers.WorkerSettings"]
+        worker_unit = child_process("worker", worker, env, children)
+        worker_unit.backoff.cap = WORKER_BACKOFF_CAP
+        units.append(worker_unit)
+        if redis_unit is not None:
+            redis_unit.wakes.append(worker_unit)
     base = f"http://{args.host}:{args.port}"
     if settings.web_app:
         log.info("web client at %s/app/ (sign up there, or `make seed` for demo data)", base)
     log.info("GraphiQL at %s/graphql (Ctrl-C stops everything)", base)
-    while all(child.poll() is None for child in children):
-        time.sleep(0.5)
-    log.error("a child process exited; stopping the rest")
-    return 1
+    supervise(units)  # returns only by Stop (Ctrl-C, SIGTERM)
+    return 0
 
 
 if __name__ == "__main__":

@@ -39,6 +39,16 @@ def _env_int(name: str, default: int) -> int:
         raise RuntimeError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise RuntimeError(f"{name} must be a number, got {raw!r}") from exc
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name, "").strip().lower()
     if raw == "":
@@ -123,10 +133,57 @@ class Settings:
     cors_allow_headers: tuple[str, ...] = ()
     db_pool_size: int = 10
     db_max_overflow: int = 10
+    # Degradation (issue 10, docs/degradation.md): how long a request waits on a stalled
+    # dependency before giving up (SERVICE_UNAVAILABLE, or PostgreSQL instead of Redis).
+    # PostgreSQL: connecting, each statement, and waiting for a pooled connection.
+    db_timeout_seconds: float = 3.0
+    # The worker's statements and pool waits (lock waits on hot rows, sweeps over large
+    # tables run longer than a request may); None (env 0): no limit. Connecting: as above.
+    worker_db_timeout_seconds: float | None = 60.0
+    # Redis: connecting and each round trip; after a failure Redis is skipped (reads go
+    # to PostgreSQL) and tried again by one request every redis_retry_after_seconds.
+    redis_timeout_seconds: float = 2.0
+    redis_retry_after_seconds: float = 1.0
+    # Feed pages read from PostgreSQL at once per process while Redis is down; beyond it
+    # SERVICE_UNAVAILABLE at once. 0: half of db_pool_size.
+    feed_fallback_concurrency: int = 0
     # GraphQL limits (security by default).
     max_query_depth: int = 10
     max_aliases: int = 15
     max_tokens: int = 2000
+    # Request shape limits (issue 10, docs/input-hardening.md, schema/request_limits.py):
+    # a /graphql body above this is 413 (read no further); a header field above it, 431.
+    max_request_body_bytes: int = 1_048_576
+    max_request_header_bytes: int = 8 * 1024
+    # A /graphql body not all in within this many seconds of the request's head: 408.
+    request_body_timeout_seconds: float = 30.0
+    # Limits and cost budgets (issue 10, docs/limits.md). A query's cost (GitHub's model:
+    # connection fetches / 100, at least 1; mutations add `mutation_cost`) above
+    # `max_query_cost` is refused (QUERY_TOO_COMPLEX); each is charged against a budget of
+    # `query_budget_points` per `query_budget_period_seconds` per user (per client address
+    # when anonymous), refilled smoothly. 0 turns the maximum or the budget off. Each API
+    # process takes `query_budget_lease_points` of a budget from Redis at a time and
+    # charges queries locally (1: every query is charged in Redis).
+    max_query_cost: int = 1000
+    query_budget_points: int = 5000
+    query_budget_period_seconds: int = 3600
+    query_budget_lease_points: int = 100
+    mutation_cost: int = 5
+    # A subscription re-runs its selection on every event: one costing more is refused.
+    max_subscription_cost: int = 10
+    # Responses carry the charge in `extensions.cost` (the test suite turns it off: its
+    # assertions compare whole bodies).
+    query_cost_extension: bool = True
+    # Action limits (domain/limits.py ACTIONS), e.g. ("log_in_address=100/3600",
+    # "follow=200/3600"): `name=limit/seconds` overriding the defaults; off with
+    # RATE_LIMITS_ENABLED=false.
+    rate_limits: tuple[str, ...] = ()
+    rate_limits_enabled: bool = True
+    # Proxies (addresses or CIDR networks) whose X-Forwarded-For names the client: run.py
+    # hands them to uvicorn (--forwarded-allow-ips), which rewrites the ASGI client the
+    # limits are keyed by (docs/limits.md). Defaults to FORWARDED_ALLOW_IPS, else
+    # uvicorn's own default (a proxy on this machine); empty: trust no proxy.
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     # Trusted documents and automatic persisted queries (docs/persisted-queries.md).
     # A manifest {sha256 hex: document} loaded at start; None: no trusted documents.
     # From the environment in development: web/trusted-documents.json (the reference web
@@ -145,6 +202,11 @@ class Settings:
     # The reference web client at /app (web/): on in development, off in production
     # unless WEB_APP=true.
     web_app: bool = True
+    # Observability (infra/logs.py, infra/metrics.py): log lines as JSON (production's
+    # default) or text (development's), and the worker's own /metrics port (0: off).
+    log_format: str = "text"
+    worker_metrics_port: int = 0
+    worker_metrics_host: str = "127.0.0.1"
     # Media storage (used by the media issue).
     storage_backend: str = "local"
     media_root: Path = field(default_factory=lambda: ROOT / ".data" / "media")
@@ -161,11 +223,19 @@ class Settings:
     multipart_threshold_bytes: int = 100 * 1024 * 1024
     multipart_part_bytes: int = 16 * 1024 * 1024
     upload_ttl_seconds: int = 3600
+    # Upload hardening (issue 10, docs/uploads-hardening.md): the local /uploads route
+    # cuts a body that stalls this long between reads, or arrives slower overall than
+    # this timeout plus its Content-Length at the minimum rate.
+    upload_body_timeout_seconds: int = 30
+    upload_min_bytes_per_second: int = 16 * 1024
     processing_timeout_seconds: int = 600
     pending_ttl_seconds: int = 24 * 3600
     sweep_every_seconds: int = 60
     max_processing_attempts: int = 5
     job_timeout_seconds: int = 300
+    # Supervision (issue 10): a worker writes a heartbeat this often; /readyz and the
+    # sweeper treat a worker silent for two intervals as dead (docs/operations.md).
+    worker_heartbeat_seconds: int = 10
     # Stories: visible for this long from READY (never after, cleanup or not); a cron
     # deletes expired ones and their objects this often.
     story_ttl_hours: int = 24
@@ -183,6 +253,17 @@ class Settings:
     counter_shards: int = 16
     # `make run`: API processes sharing the port (SO_REUSEPORT; see run.py).
     api_workers: int = 1
+    # WebSocket limits (issue 10, docs/subscriptions.md, schema/websocket.py): seconds to
+    # send `connection_init` (else close 4408); operations in flight per socket (one more
+    # gets an `error`, RATE_LIMITED); sockets per user across API processes (one more is
+    # closed 4429; 0: no cap), each counted in Redis under a lease renewed while it is
+    # open, so a dead process's sockets stop counting after `ws_connection_lease_seconds`.
+    ws_init_timeout_seconds: float = 10.0
+    ws_max_operations_per_connection: int = 100
+    ws_max_connections_per_user: int = 20
+    # Anonymous sockets per client address (an IPv6 client's /64), counted the same way.
+    ws_max_anonymous_connections_per_address: int = 50
+    ws_connection_lease_seconds: float = 90.0
 
     @property
     def is_production(self) -> bool:
@@ -254,9 +335,29 @@ def load_settings() -> Settings:
         cors_allow_headers=cors_headers_from_environment(),
         db_pool_size=_env_int("DB_POOL_SIZE", 10),
         db_max_overflow=_env_int("DB_MAX_OVERFLOW", 10),
+        db_timeout_seconds=_env_float("DB_TIMEOUT_SECONDS", 3.0),
+        worker_db_timeout_seconds=_env_float("WORKER_DB_TIMEOUT_SECONDS", 60.0) or None,
+        redis_timeout_seconds=_env_float("REDIS_TIMEOUT_SECONDS", 2.0),
+        redis_retry_after_seconds=_env_float("REDIS_RETRY_AFTER_SECONDS", 1.0),
+        feed_fallback_concurrency=_env_int("FEED_FALLBACK_CONCURRENCY", 0),
         max_query_depth=_env_int("MAX_QUERY_DEPTH", 10),
         max_aliases=_env_int("MAX_ALIASES", 15),
         max_tokens=_env_int("MAX_TOKENS", 2000),
+        max_request_body_bytes=_env_int("MAX_REQUEST_BODY_BYTES", 1_048_576),
+        max_request_header_bytes=_env_int("MAX_REQUEST_HEADER_BYTES", 8 * 1024),
+        request_body_timeout_seconds=_env_float("REQUEST_BODY_TIMEOUT_SECONDS", 30.0),
+        max_query_cost=_env_int("MAX_QUERY_COST", 1000),
+        query_budget_points=_env_int("QUERY_BUDGET_POINTS", 5000),
+        query_budget_period_seconds=_env_int("QUERY_BUDGET_PERIOD_SECONDS", 3600),
+        query_budget_lease_points=_env_int("QUERY_BUDGET_LEASE_POINTS", 100),
+        mutation_cost=_env_int("MUTATION_COST", 5),
+        max_subscription_cost=_env_int("MAX_SUBSCRIPTION_COST", 10),
+        query_cost_extension=_env_bool("QUERY_COST_EXTENSION", True),
+        rate_limits=_env_list("RATE_LIMITS", ""),
+        rate_limits_enabled=_env_bool("RATE_LIMITS_ENABLED", True),
+        trusted_proxies=_env_list(
+            "TRUSTED_PROXIES", os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+        ),
         trusted_documents=trusted_documents_from_environment(
             production=env == "production", trusted_only=trusted_only
         ),
@@ -265,6 +366,9 @@ def load_settings() -> Settings:
         apq_ttl_seconds=_env_int("APQ_TTL_SECONDS", 24 * 3600),
         apq_max_document_bytes=_env_int("APQ_MAX_DOCUMENT_BYTES", 32 * 1024),
         web_app=_env_bool("WEB_APP", env != "production"),
+        log_format=_env("LOG_FORMAT", "json" if env == "production" else "text"),
+        worker_metrics_port=_env_int("WORKER_METRICS_PORT", 0),
+        worker_metrics_host=_env("WORKER_METRICS_HOST", "127.0.0.1"),
         storage_backend=_env("STORAGE_BACKEND", "local"),
         media_root=Path(_env("MEDIA_ROOT", str(data_dir / "media"))).resolve(),
         public_base_url=_env("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
@@ -279,11 +383,14 @@ def load_settings() -> Settings:
         multipart_threshold_bytes=_env_int("MULTIPART_THRESHOLD_BYTES", 100 * 1024 * 1024),
         multipart_part_bytes=_env_int("MULTIPART_PART_BYTES", 16 * 1024 * 1024),
         upload_ttl_seconds=_env_int("UPLOAD_TTL_SECONDS", 3600),
+        upload_body_timeout_seconds=_env_int("UPLOAD_BODY_TIMEOUT_SECONDS", 30),
+        upload_min_bytes_per_second=_env_int("UPLOAD_MIN_BYTES_PER_SECOND", 16 * 1024),
         processing_timeout_seconds=_env_int("PROCESSING_TIMEOUT_SECONDS", 600),
         pending_ttl_seconds=_env_int("PENDING_TTL_SECONDS", 24 * 3600),
         sweep_every_seconds=_env_int("SWEEP_EVERY_SECONDS", 60),
         max_processing_attempts=_env_int("MAX_PROCESSING_ATTEMPTS", 5),
         job_timeout_seconds=_env_int("JOB_TIMEOUT_SECONDS", 300),
+        worker_heartbeat_seconds=_env_int("WORKER_HEARTBEAT_SECONDS", 10),
         story_ttl_hours=_env_int("STORY_TTL_HOURS", 24),
         story_cleanup_every_minutes=_env_int("STORY_CLEANUP_EVERY_MINUTES", 5),
         feed_cap=_env_int("FEED_CAP", 800),
@@ -294,6 +401,13 @@ def load_settings() -> Settings:
         cache_ttl_seconds=_env_int("CACHE_TTL_SECONDS", 24 * 3600),
         counter_shards=_env_int("COUNTER_SHARDS", 16),
         api_workers=_env_int("API_WORKERS", 1),
+        ws_init_timeout_seconds=_env_float("WS_INIT_TIMEOUT_SECONDS", 10.0),
+        ws_max_operations_per_connection=_env_int("WS_MAX_OPERATIONS_PER_CONNECTION", 100),
+        ws_max_connections_per_user=_env_int("WS_MAX_CONNECTIONS_PER_USER", 20),
+        ws_max_anonymous_connections_per_address=_env_int(
+            "WS_MAX_ANONYMOUS_CONNECTIONS_PER_ADDRESS", 50
+        ),
+        ws_connection_lease_seconds=_env_float("WS_CONNECTION_LEASE_SECONDS", 90.0),
     )
 
 

@@ -345,7 +345,7 @@ async def domain_burst(
         db_pool_size=cfg.concurrency,
         db_max_overflow=0,
     )
-    engine = create_engine(settings)
+    engine = create_engine(settings, role="tool")
     try:
 
         async def one(lane: int, index: int) -> bool:

@@ -358,7 +358,7 @@ async def measure(db: Databases, tmp: Path, args: argparse.Namespace) -> dict[st
 
     progress("database only: the search statement, and the old prefix-only one, per kind")
     database: dict[str, Any] = {}
-    engine = create_engine(Settings(database_url=db.pg_url))
+    engine = create_engine(Settings(database_url=db.pg_url), role="tool")
     try:
         for kind, texts in queries.items():
             await sql_latency(engine, new_search, texts[:20])  # warm the caches

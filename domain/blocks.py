@@ -16,23 +16,33 @@ so a block is never revealed to the blocked user.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 from sqlalchemy import and_, exists, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ColumnElement
 
 from infra.cache import FORGET_SECONDS, TOMBSTONE
+from infra.redis import log_fallback, redis_health
 from models import Block, User, table_of
 
 blocks = table_of(Block)
 users = table_of(User)
 
-# How long a user's hidden set stays cached; writers leave a tombstone, so this is only
-# the memory bound, not a staleness window.
-HIDDEN_TTL_SECONDS = 3600
+# How long a user's hidden set stays cached. Writers leave a tombstone and refresh the
+# set after their commit, and the outbox relay refreshes it again (first thing in each
+# run), so normally this is only the memory bound. It is also the worst case of a block
+# committed while Redis refused this process's refresh and no worker relays: 5 minutes.
+# A refill costs one SQL statement (two primary-key index scans) per user per TTL.
+HIDDEN_TTL_SECONDS = 300
+# After a commit, a refresh Redis refused is tried once more, once the client's breaker
+# lets a probe through (`infra.redis.RedisHealth.retry_after`), waiting at most this.
+REFRESH_RETRY_WAIT_SECONDS = 1.0
 
 
 def hidden_key(user_id: int) -> str:
@@ -127,15 +137,20 @@ class HiddenUsers:
         """Accounts user_id blocked or was blocked by (empty for an anonymous viewer)."""
         if user_id is None:
             return frozenset()
-        blob = await self.redis.get(hidden_key(user_id))
+        try:
+            blob = await self.redis.get(hidden_key(user_id))
+        except RedisError as error:  # Redis down or stalled: PostgreSQL, nothing cached
+            log_fallback("hidden sets", error)
+            blob = TOMBSTONE
         if blob is not None and not _is_tombstone(blob):
             return frozenset(orjson.loads(blob))
         async with self.engine.connect() as conn:
             found = await hidden_ids(conn=conn, user_id=user_id)
         if blob is None:
-            await self.redis.set(
-                hidden_key(user_id), orjson.dumps(sorted(found)), ex=HIDDEN_TTL_SECONDS, nx=True
-            )
+            with contextlib.suppress(RedisError):  # a fill: the next reader tries again
+                await self.redis.set(
+                    hidden_key(user_id), orjson.dumps(sorted(found)), ex=HIDDEN_TTL_SECONDS, nx=True
+                )
         return found
 
     async def forget(self, *user_ids: int) -> dict[int, bytes]:
@@ -147,6 +162,22 @@ class HiddenUsers:
             pipe.set(hidden_key(user_id), tombstone, ex=FORGET_SECONDS)
         await pipe.execute()
         return tombstones
+
+    async def refresh_after_commit(self, *user_ids: int) -> None:
+        """`refresh` for the request that committed the block or unblock: when Redis (or
+        this process's breaker, open after an earlier failure while other processes
+        still read the cached sets) refuses, try once more when the breaker lets a probe
+        through. Raises if that fails too (the `invalidate` outbox row then brings the
+        sets in line, the relay applying such rows first)."""
+        try:
+            await self.refresh(*user_ids)
+            return
+        except RedisError as error:
+            log_fallback("hidden sets refresh", error, instead="retried once")
+        health = redis_health(self.redis)
+        wait = health.retry_after if health is not None and not health.available else 0.0
+        await asyncio.sleep(min(wait, REFRESH_RETRY_WAIT_SECONDS))
+        await self.refresh(*user_ids)
 
     async def refresh(self, *user_ids: int) -> None:
         """After a block or unblock between these users committed."""

@@ -37,6 +37,7 @@ from domain.counters import COUNTER_SHARDS, add_to_counts, shard_of
 from domain.errors import DomainError, ErrorCode
 from domain.hashtags import sync_post_tags
 from domain.notifications import NotificationKind, record_notification
+from domain.outbox import write_invalidation
 from domain.text import hashtags_of, mentioned_user_ids
 from models import IDS, Comment, Post, table_of
 
@@ -140,6 +141,8 @@ async def add_comment(
     if author_id == post_author_id and hashtags_of(text):
         # The author's own comment tags the post, as on Instagram (`domain.hashtags`).
         await sync_post_tags(conn=conn, post_id=post_id)
+    # The cached counts and first comments go after the commit (`domain.outbox`).
+    await write_invalidation(conn=conn, comments=[post_id])
     # Last: the shard's row lock is then held for the commit only.
     await add_to_counts(conn=conn, post_id=post_id, shard=shard_of(comment.id, shards), comments=1)
     return comment
@@ -173,6 +176,7 @@ async def delete_comment(
         return False
     if comment.author_id == post_author_id and hashtags_of(comment.text):
         await sync_post_tags(conn=conn, post_id=comment.post_id)
+    await write_invalidation(conn=conn, comments=[comment.post_id])
     await add_to_counts(
         conn=conn, post_id=comment.post_id, shard=shard_of(comment.id, shards), comments=-1
     )
@@ -194,6 +198,7 @@ async def remove_comments_on_posts_of(
         .returning(comments.c.post_id, comments.c.id)
     )
     taken = Counter((post_id, shard_of(comment_id, shards)) for post_id, comment_id in deleted)
+    await write_invalidation(conn=conn, comments=[post_id for post_id, _ in taken])
     # One upsert per shard, in (post, shard) order: two such cleanups at once lock the
     # shard rows in the same order and cannot deadlock.
     for (post_id, shard), count in sorted(taken.items()):

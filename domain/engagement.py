@@ -70,9 +70,10 @@ Consistency windows:
   liked a post and whom they hide are never memoized (viewerHasLiked follows their own
   like at once, whichever process answers).
 - A hook that never ran (the process died after the commit, or Redis was unreachable:
-  hooks are best effort and log) leaves the old value until it expires: a fill sets the
-  TTL and nothing extends it, so no cached count or comment is older than
-  ENGAGEMENT_TTL_SECONDS, and no liked set older than LIKED_TTL_SECONDS.
+  hooks are best effort and log) is run again by the outbox relay: the liking or
+  commenting transaction wrote an `invalidate` row (`domain.outbox`), which the relay
+  applies (`changed(..., best_effort=False)`) once Redis answers, within about a second
+  of that. Until then the old value may be read.
 - Counts are totals over everyone: likes and comments by accounts hidden from the
   viewer count (a per-viewer count would be a query per page); their comments are not
   shown.
@@ -104,6 +105,7 @@ from domain.likes import liked_among, recent_likes
 from domain.records import RecentRecords
 from domain.users import USER_COLUMNS, users
 from infra.cache import RecordCache
+from infra.redis import log_fallback
 from models import IDS
 
 log = logging.getLogger("instagraph.engagement")
@@ -459,8 +461,8 @@ class Engagement:
             return {}
         try:
             return await self._read(viewer_id, ids, hidden_users, viewer_read)
-        except RedisError:
-            log.warning("engagement read from PostgreSQL alone: Redis failed", exc_info=True)
+        except RedisError as error:  # logged once a minute at most: an outage fails them all
+            log_fallback("engagement reads", error)
             return await self.read_uncached(viewer_id, ids)
 
     async def _read(
@@ -703,11 +705,18 @@ class Engagement:
         await self.changed(comments=[post_id])
 
     async def changed(
-        self, *, likes: Sequence[tuple[int, int]] = (), comments: Sequence[int] = ()
+        self,
+        *,
+        likes: Sequence[tuple[int, int]] = (),
+        comments: Sequence[int] = (),
+        best_effort: bool = True,
     ) -> None:
         """After commits that changed likes (post id, user id) and the comments of these
         posts, e.g. a block's clean-up: one script per post and per user, in one
-        pipelined round trip whatever their number. Best effort."""
+        pipelined round trip whatever their number. Best effort (a Redis failure is
+        logged) unless `best_effort` is False: then it raises, as the outbox relay needs
+        (it applies the same drop from the change's `invalidate` row, `domain.outbox`,
+        and must keep the row when Redis refused it)."""
         commented = set(comments)
         posts = list(dict.fromkeys([*(post_id for post_id, _ in likes), *comments]))
         token = _token()
@@ -723,9 +732,11 @@ class Engagement:
         for user_id in dict.fromkeys(user_id for _, user_id in likes):
             keys = [liked_gen_key(user_id), liked_key(user_id)]
             calls.append((self._drop, keys, [token, LIKED_TTL_SECONDS, 1]))
-        await self._run_hooks(posts, calls)
+        await self._run_hooks(posts, calls, best_effort=best_effort)
 
-    async def _run_hooks(self, post_ids: list[int], calls: list[ScriptCall]) -> None:
+    async def _run_hooks(
+        self, post_ids: list[int], calls: list[ScriptCall], *, best_effort: bool
+    ) -> None:
         # The memo entries go before the scripts and again after them: one made meanwhile
         # may hold what Redis had before the scripts, one made after them cannot.
         for post_id in post_ids:
@@ -733,6 +744,9 @@ class Engagement:
         try:
             await self._run(calls)
         except RedisError:
+            if not best_effort:
+                raise
+            # The change's `invalidate` outbox row drops the same keys once Redis is back.
             log.warning("the engagement cache missed a change", exc_info=True)
         finally:
             for post_id in post_ids:

@@ -4,6 +4,12 @@ Counters (`users.follower_count`, `users.following_count`) change in the same
 transaction as the edge, and only when the edge really changed, so repeats and
 races leave them exact. Both users' rows are updated in id order, so two
 opposite follows racing each other cannot deadlock.
+
+An edge that really changed through the API (follow, unfollow, approved request, block)
+writes a `follow_changed` outbox row in its transaction (the follower's feed, cached
+counts and celebrity lists follow it after the commit, see `domain.outbox`); a block
+made or lifted writes the invalidation of both users' hidden sets. `add_follow` and
+`remove_follow` alone (test factories, seeding) write none.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from domain.notifications import (
     delete_follow_request,
     record_notification,
 )
+from domain.outbox import FOLLOW_CHANGED, write_event, write_invalidation
 from domain.users import USER_COLUMNS
 from models import IDS, Block, DbRow, Follow, FollowRequest, User, table_of
 
@@ -30,6 +37,24 @@ users = table_of(User)
 follows = table_of(Follow)
 requests = table_of(FollowRequest)
 blocks = table_of(Block)
+
+
+async def _edge_changed(
+    conn: AsyncConnection, *, follower_id: int, followee_id: int, added: bool, followers: int
+) -> None:
+    """The outbox row of an edge that really changed (`followers`: the followee's
+    follower count this transaction left, which tells the job about a threshold
+    crossing)."""
+    await write_event(
+        conn=conn,
+        kind=FOLLOW_CHANGED,
+        payload={
+            "follower_id": follower_id,
+            "followee_id": followee_id,
+            "added": added,
+            "followers": followers,
+        },
+    )
 
 
 class FollowOutcome(Enum):
@@ -138,6 +163,9 @@ async def follow(
         await record_notification(
             conn=conn, kind=NotificationKind.FOLLOW, actor_id=viewer_id, recipient_ids=[target_id]
         )
+        await _edge_changed(
+            conn, follower_id=viewer_id, followee_id=target_id, added=True, followers=count
+        )
     return (FollowOutcome.FOLLOWED if count is not None else FollowOutcome.FOLLOWING), count
 
 
@@ -168,7 +196,12 @@ async def unfollow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> 
     )
     if withdrawn is not None:
         await delete_follow_request(conn=conn, requester_id=viewer_id, target_id=target_id)
-    return await remove_follow(conn=conn, follower_id=viewer_id, followee_id=target_id)
+    count = await remove_follow(conn=conn, follower_id=viewer_id, followee_id=target_id)
+    if count is not None:
+        await _edge_changed(
+            conn, follower_id=viewer_id, followee_id=target_id, added=False, followers=count
+        )
+    return count
 
 
 async def _take_request(conn: AsyncConnection, *, viewer_id: int, requester_id: int) -> None:
@@ -210,6 +243,9 @@ async def approve_request(
             kind=NotificationKind.FOLLOW,
             actor_id=requester_id,
             recipient_ids=[viewer_id],
+        )
+        await _edge_changed(
+            conn, follower_id=requester_id, followee_id=viewer_id, added=True, followers=count
         )
     return count
 
@@ -256,6 +292,16 @@ async def block(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> Blo
     )
     # Their notifications to each other go with the block, so an unblock restores none.
     await delete_between(conn=conn, a=viewer_id, b=target_id)
+    for follower_id, followee_id, count in (
+        (viewer_id, target_id, removed_out),
+        (target_id, viewer_id, removed_in),
+    ):
+        if count is not None:
+            await _edge_changed(
+                conn, follower_id=follower_id, followee_id=followee_id, added=False, followers=count
+            )
+    if new is not None:
+        await write_invalidation(conn=conn, hidden=[viewer_id, target_id])
     return BlockOutcome(new is not None, removed_out, removed_in)
 
 
@@ -271,6 +317,8 @@ async def unblock(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> b
         .where(blocks.c.blocker_id == viewer_id, blocks.c.blocked_id == target_id)
         .returning(blocks.c.blocker_id)
     )
+    if lifted is not None:
+        await write_invalidation(conn=conn, hidden=[viewer_id, target_id])
     return lifted is not None
 
 

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.counters import COUNTER_SHARDS, add_to_counts, shard_of
 from domain.notifications import NotificationKind, record_notification
+from domain.outbox import invalidation, write_invalidation
 from models import IDS, Like, Post, table_of
 
 likes = table_of(Like)
@@ -53,14 +54,19 @@ async def like(
     )
     if inserted.first() is None:
         return False
-    if post_author_id != user_id:
-        await record_notification(
-            conn=conn,
-            kind=NotificationKind.LIKE,
-            actor_id=user_id,
-            recipient_ids=[post_author_id],
-            post_id=post_id,
-        )
+    # The cached count and the liker's liked set go after the commit (`domain.outbox`),
+    # on the notification's row when there is one: one outbox row per like.
+    stale = invalidation(likes=[(post_id, user_id)])
+    notified = post_author_id != user_id and await record_notification(
+        conn=conn,
+        kind=NotificationKind.LIKE,
+        actor_id=user_id,
+        recipient_ids=[post_author_id],
+        post_id=post_id,
+        invalidate=stale,
+    )
+    if not notified:
+        await write_invalidation(conn=conn, likes=[(post_id, user_id)])
     # Last: the shard's row lock is then held for the commit only.
     await add_to_counts(conn=conn, post_id=post_id, shard=shard_of(user_id, shards), likes=1)
     return True
@@ -78,6 +84,7 @@ async def unlike(
     )
     if deleted.first() is None:
         return False
+    await write_invalidation(conn=conn, likes=[(post_id, user_id)])
     await add_to_counts(conn=conn, post_id=post_id, shard=shard_of(user_id, shards), likes=-1)
     return True
 
@@ -97,6 +104,7 @@ async def remove_likes_on_posts_of(
         .returning(likes.c.post_id)
     )
     post_ids = sorted(deleted.scalars())
+    await write_invalidation(conn=conn, likes=[(post_id, user_id) for post_id in post_ids])
     for post_id in post_ids:  # in post order: two blocks at once cannot deadlock on shards
         await add_to_counts(conn=conn, post_id=post_id, shard=shard_of(user_id, shards), likes=-1)
     return post_ids

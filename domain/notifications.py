@@ -54,7 +54,6 @@ from sqlalchemy import (
     exists,
     false,
     func,
-    insert,
     literal,
     or_,
     select,
@@ -65,6 +64,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
 
+from domain import outbox as outbox_kinds
 from domain.blocks import hold_against_blocks, not_hidden
 from models import (
     IDS,
@@ -72,7 +72,6 @@ from models import (
     Follow,
     FollowRequest,
     Notification,
-    OutboxEvent,
     Post,
     PostStatus,
     User,
@@ -80,7 +79,6 @@ from models import (
 )
 
 notifications = table_of(Notification)
-outbox = table_of(OutboxEvent)
 posts = table_of(Post)
 users = table_of(User)
 comments = table_of(Comment)
@@ -88,7 +86,7 @@ follows = table_of(Follow)
 requests = table_of(FollowRequest)
 
 # The outbox kind the relay dispatches to `deliver_notifications`.
-OUTBOX_KIND = "notify"
+OUTBOX_KIND = outbox_kinds.NOTIFY
 
 # unreadCount counts at most this many: a badge shows "99+" long before, and the count
 # then costs a bounded index range however much piles up unread.
@@ -204,11 +202,14 @@ async def record_notification(
     recipient_ids: Iterable[int],
     post_id: int | None = None,
     comment_id: int | None = None,
-) -> None:
+    invalidate: dict[str, Any] | None = None,
+) -> bool:
     """Ask for `kind` notifications to the recipients, written in the caller's
     transaction (one outbox row, whatever the number of recipients) and delivered by the
     worker after the commit. Never to the actor; nothing at all when no one is left.
     Repeats are harmless: each (recipient, kind, actor, post, comment) notifies once.
+    `invalidate` (`domain.outbox.invalidation`) rides on the row, which the relay then
+    applies as an `invalidate` row's. Returns whether a row was written.
 
         await record_notification(conn=conn, kind=NotificationKind.MENTION,
                                   actor_id=author, recipient_ids=mentioned,
@@ -221,8 +222,13 @@ async def record_notification(
         post_id=post_id,
         comment_id=comment_id,
     )
-    if event.recipient_ids:
-        await conn.execute(insert(outbox).values(kind=OUTBOX_KIND, payload=event.to_payload()))
+    if not event.recipient_ids:
+        return False
+    payload = event.to_payload()
+    if invalidate is not None:
+        payload[outbox_kinds.INVALIDATE_KEY] = invalidate
+    await outbox_kinds.write_event(conn=conn, kind=OUTBOX_KIND, payload=payload)
+    return True
 
 
 async def _post_readers(

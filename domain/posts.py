@@ -18,6 +18,7 @@ from domain.errors import DomainError, ErrorCode
 from domain.feed.queries import write_fan_out_event
 from domain.hashtags import sync_post_tags
 from domain.notifications import NotificationKind, record_notification
+from domain.outbox import POST_DELETED, PROCESS_POST, write_event
 from domain.text import hashtags_of, mentioned_user_ids
 from infra.images import PHOTO_TYPES, VIDEO_TYPES
 from models import IDS, DbRow, Media, Post, PostStatus, User, table_of
@@ -229,6 +230,22 @@ def owned_post(row: DbRow | None, viewer_id: int) -> DbRow:
 
 async def start_processing(*, conn: AsyncConnection, post_id: int) -> DbRow:
     """PENDING -> PROCESSING. Any other state is left alone (completeUpload is idempotent)."""
+    return (await _start_processing(conn, post_id))[0]
+
+
+async def hand_to_worker(*, conn: AsyncConnection, post_id: int) -> tuple[DbRow, bool]:
+    """completeUpload's transition: PENDING -> PROCESSING (`start_processing`) and, when
+    this call moved it, the processing job's outbox row in the same transaction, so a
+    Redis outage at that moment delays processing instead of leaving the post stuck
+    until the sweeper. Returns the row and whether it moved (the caller may then also
+    enqueue the job at once, under the same job id: `workers.jobs.enqueue_process_post`)."""
+    row, moved = await _start_processing(conn, post_id)
+    if moved:
+        await write_event(conn=conn, kind=PROCESS_POST, payload={"post_id": post_id})
+    return row, moved
+
+
+async def _start_processing(conn: AsyncConnection, post_id: int) -> tuple[DbRow, bool]:
     row = await conn.execute(
         update(posts)
         .where(posts.c.id == post_id, posts.c.status == PostStatus.PENDING)
@@ -237,11 +254,11 @@ async def start_processing(*, conn: AsyncConnection, post_id: int) -> DbRow:
     )
     updated = row.one_or_none()
     if updated is not None:
-        return updated
+        return updated, True
     current = await post_row(conn=conn, post_id=post_id)
     if current is None:
         raise DomainError(ErrorCode.NOT_FOUND, "No such post.", field="postId")
-    return current
+    return current, False
 
 
 @dataclass
@@ -331,7 +348,8 @@ async def mark_failed(*, conn: AsyncConnection, post_id: int, reason: str) -> bo
 
 
 async def delete_post(*, conn: AsyncConnection, post_id: int, viewer_id: int) -> DbRow:
-    """Hide the post from every view at once; its objects are deleted by a job."""
+    """Hide the post from every view at once; its objects are deleted by a job (the
+    `post_deleted` outbox row written here, see `domain.outbox`)."""
     row = owned_post(await post_row(conn=conn, post_id=post_id, lock=True), viewer_id)
     # The key is freed too: a client may reuse it for a new post.
     await conn.execute(
@@ -347,6 +365,11 @@ async def delete_post(*, conn: AsyncConnection, post_id: int, viewer_id: int) ->
         )
     # Tags from the caption and from the author's comments leave the tag pages.
     await sync_post_tags(conn=conn, post_id=post_id)
+    # What follows the commit (feeds, caches, the objects in the store), in this
+    # transaction: a Redis outage at the commit delays it, never loses it.
+    await write_event(
+        conn=conn, kind=POST_DELETED, payload={"post_id": post_id, "author_id": row.author_id}
+    )
     return row
 
 
@@ -398,11 +421,33 @@ async def stuck_posts(*, conn: AsyncConnection, settings: Settings) -> list[DbRo
     return list((await conn.execute(statement)).all())
 
 
-async def note_retry(*, conn: AsyncConnection, post_id: int) -> int:
-    """Count one more processing attempt and restart the stuck clock; returns the count."""
+async def processing_posts(
+    *, conn: AsyncConnection, grace_seconds: float, limit: int = 1000
+) -> list[DbRow]:
+    """Posts in PROCESSING, longest first, for the sweeper to check that a live worker
+    (or a queued job) still has each (workers.media.sweep_posts); `past_grace` says
+    whether it last changed more than `grace_seconds` ago, by the database's clock."""
+    past_grace = posts.c.status_changed_at < func.now() - timedelta(seconds=grace_seconds)
+    statement = (
+        select(posts.c.id, posts.c.processing_attempts, past_grace.label("past_grace"))
+        .where(posts.c.status == PostStatus.PROCESSING, posts.c.deleted_at.is_(None))
+        .order_by(posts.c.status_changed_at)
+        .limit(limit)
+    )
+    return list((await conn.execute(statement)).all())
+
+
+async def note_retry(*, conn: AsyncConnection, post_id: int, seen_attempts: int) -> int:
+    """Count one more processing attempt and restart the stuck clock; returns the count,
+    or 0 when the post is no longer PROCESSING at `seen_attempts` (another sweep retried
+    it first, or it finished): then nothing changed."""
     attempts = await conn.scalar(
         update(posts)
-        .where(posts.c.id == post_id, posts.c.status == PostStatus.PROCESSING)
+        .where(
+            posts.c.id == post_id,
+            posts.c.status == PostStatus.PROCESSING,
+            posts.c.processing_attempts == seen_attempts,
+        )
         .values(processing_attempts=posts.c.processing_attempts + 1, status_changed_at=func.now())
         .returning(posts.c.processing_attempts)
     )

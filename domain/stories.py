@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from domain import posts as post_domain
 from domain.blocks import not_hidden
 from domain.errors import DomainError
+from domain.outbox import PROCESS_STORY, write_event
 from models import IDS, DbRow, Follow, Media, PostStatus, Story, StoryView, table_of
 from settings import Settings
 
@@ -47,6 +48,11 @@ views = table_of(StoryView)
 media = table_of(Media)
 follows = table_of(Follow)
 
+# The tray's bounds (what a storiesTray request may return, and what its query cost
+# counts, schema/cost.py LIST_SIZES): at most this many reels, each with at most this
+# many stories (a reel's newest).
+TRAY_MAX_REELS = 100
+REEL_MAX_STORIES = 100
 # How many stories one cleanup statement takes on; the cron loops until none is left.
 CLEANUP_BATCH = 500
 # How many stuck stories one sweep takes on (the next sweep takes the rest).
@@ -316,11 +322,12 @@ class Reel:
 def order_reels(records: list[StoryRecord], viewer_id: int) -> list[Reel]:
     """Group stories (oldest first within an author) into reels: the viewer's own reel
     first when they have live stories, then reels with unseen stories, then the others;
-    within each group the reel whose newest story is the most recent comes first."""
+    within each group the reel whose newest story is the most recent comes first. At most
+    TRAY_MAX_REELS reels of at most REEL_MAX_STORIES stories (the newest) each."""
     grouped: dict[int, list[StoryRecord]] = {}
     for record in sorted(records, key=lambda r: (r.author_id, r.ready_at or r.created_at, r.id)):
         grouped.setdefault(record.author_id, []).append(record)
-    reels = [Reel(author_id, items) for author_id, items in grouped.items()]
+    reels = [Reel(author_id, items[-REEL_MAX_STORIES:]) for author_id, items in grouped.items()]
     own = [reel for reel in reels if reel.author_id == viewer_id]
     others = sorted(
         (reel for reel in reels if reel.author_id != viewer_id),
@@ -328,7 +335,7 @@ def order_reels(records: list[StoryRecord], viewer_id: int) -> list[Reel]:
         reverse=True,
     )
     # A stable sort: recency order is kept within the unseen and the seen groups.
-    return own + sorted(others, key=lambda reel: not reel.has_unseen)
+    return (own + sorted(others, key=lambda reel: not reel.has_unseen))[:TRAY_MAX_REELS]
 
 
 async def story_row(*, conn: AsyncConnection, story_id: int) -> DbRow | None:
@@ -358,6 +365,16 @@ async def start_processing(*, conn: AsyncConnection, story_id: int, ttl: timedel
         .returning(stories.c.id)
     )
     return moved.one_or_none() is not None
+
+
+async def hand_to_worker(*, conn: AsyncConnection, story_id: int, ttl: timedelta) -> bool:
+    """completeStoryUpload's transition (`start_processing`) and, when it moved the story,
+    the processing job's outbox row in the same transaction (a Redis outage at that
+    moment delays processing, see `domain.outbox`); returns whether it moved."""
+    moved = await start_processing(conn=conn, story_id=story_id, ttl=ttl)
+    if moved:
+        await write_event(conn=conn, kind=PROCESS_STORY, payload={"story_id": story_id})
+    return moved
 
 
 async def mark_ready(

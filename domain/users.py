@@ -91,10 +91,29 @@ def check_password(password: str) -> None:
         )
 
 
+# Said when the email belongs to an account: not which field, nor that the email is
+# known. Usernames are public handles (`user(username:)` answers for any), so a taken one
+# is named; an email address is not public, and signUp must not confirm it has an
+# account (logIn does not either). A client that already sent a free username can still
+# infer it, as with any sign-up that answers at once: only a flow that mails the address
+# (none here) hides it fully; the signUp rate limit per address bounds how many it can try.
+SIGN_UP_REFUSED = "We could not create an account with these details. If you have one, log in."
+
+
+def _username_taken() -> DomainError:
+    return DomainError(ErrorCode.CONFLICT, "That username is taken.", field="username")
+
+
+def _refused() -> DomainError:
+    return DomainError(ErrorCode.CONFLICT, SIGN_UP_REFUSED)
+
+
 async def create_user(
     *, conn: AsyncConnection, username: str, email: str, password_hash: str
 ) -> DbRow:
-    """Insert an account; a taken username or email is CONFLICT (also under a race)."""
+    """Insert an account. A taken username is CONFLICT on `username`; a registered email
+    is CONFLICT with no field and a message that does not say so (`SIGN_UP_REFUSED`);
+    the same under a race."""
     taken = (
         await conn.execute(
             select(users.c.username, users.c.email).where(
@@ -102,10 +121,10 @@ async def create_user(
             )
         )
     ).all()
-    for row in taken:
-        if row.username == username:
-            raise DomainError(ErrorCode.CONFLICT, "That username is taken.", field="username")
-        raise DomainError(ErrorCode.CONFLICT, "That email is already registered.", field="email")
+    if any(row.username == username for row in taken):
+        raise _username_taken()
+    if taken:
+        raise _refused()
     try:
         async with conn.begin_nested():
             result = await conn.execute(
@@ -115,8 +134,7 @@ async def create_user(
             )
     except IntegrityError as exc:
         # Lost a race with a concurrent sign-up of the same name or email.
-        field = "email" if "email" in str(exc.orig) else "username"
-        raise DomainError(ErrorCode.CONFLICT, f"That {field} is taken.", field=field) from exc
+        raise (_refused() if "email" in str(exc.orig) else _username_taken()) from exc
     return result.one()
 
 

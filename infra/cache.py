@@ -4,6 +4,11 @@ Values are orjson blobs of the row (a post's blob carries its media), decoded in
 `Record`s that read like SQLAlchemy rows (`record.id`). A deleted post leaves a
 tombstone for the TTL, and fills use SET NX, so a reader that raced the delete
 cannot put the old row back.
+
+A cache, not the truth: a read Redis fails (down, stalled: `infra.redis`) is all misses,
+which PostgreSQL answers, and a fill it fails is skipped; both log through
+`log_fallback`. Writers' invalidations (`forget_users`, `bury_post`) still raise: what
+to do when they fail is the writer's call.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from typing import Any, Protocol
 import orjson
 from redis.asyncio import Redis
 from redis.crc import key_slot
+from redis.exceptions import RedisError
+
+from infra.redis import log_fallback
 
 TOMBSTONE = b"-"
 # Longer than any request takes between reading a row and caching it.
@@ -107,7 +115,11 @@ class RecordCache:
         return values
 
     async def get_users(self, user_ids: Sequence[int]) -> dict[int, Record]:
-        blobs = await self._mget([user_key(i) for i in user_ids])
+        try:
+            blobs = await self._mget([user_key(i) for i in user_ids])
+        except RedisError as error:
+            log_fallback("user records", error)
+            return {}
         return {
             i: _decode(orjson.loads(b))
             for i, b in zip(user_ids, blobs, strict=True)
@@ -119,7 +131,7 @@ class RecordCache:
         pipe = self.redis.pipeline(transaction=False)
         for row in rows:
             pipe.set(user_key(row.id), orjson.dumps(as_dict(row)), ex=self.ttl, nx=True)
-        await pipe.execute()
+        await _fill(pipe)
 
     async def forget_users(self, user_ids: Iterable[int]) -> None:
         """After a user's row changed: a short tombstone instead of a delete, so that a
@@ -134,7 +146,11 @@ class RecordCache:
     ) -> tuple[dict[int, tuple[Record, list[Record]]], set[int]]:
         """Cached posts with their media, and the ids known to be deleted; with a
         `rider`, its commands about the same ids go in the same round trip."""
-        blobs = await self._mget([post_key(i) for i in post_ids], rider, post_ids)
+        try:
+            blobs = await self._mget([post_key(i) for i in post_ids], rider, post_ids)
+        except RedisError as error:  # the rider gets nothing: it reads without the cache
+            log_fallback("post records", error)
+            return {}, set()
         found: dict[int, tuple[Record, list[Record]]] = {}
         deleted: set[int] = set()
         for post_id, blob in zip(post_ids, blobs, strict=True):
@@ -150,7 +166,16 @@ class RecordCache:
         for post, media in posts:
             blob = orjson.dumps({"post": as_dict(post), "media": [as_dict(m) for m in media]})
             pipe.set(post_key(post.id), blob, ex=self.ttl, nx=True)
-        await pipe.execute()
+        await _fill(pipe)
 
     async def bury_post(self, post_id: int) -> None:
         await self.redis.set(post_key(post_id), TOMBSTONE, ex=self.ttl)
+
+
+async def _fill(pipe: Any) -> None:
+    """Send a pipeline of cache fills; one Redis fails is skipped (the next reader reads
+    PostgreSQL again)."""
+    try:
+        await pipe.execute()
+    except RedisError as error:
+        log_fallback("record cache fills", error)

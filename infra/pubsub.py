@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterable
@@ -193,11 +194,15 @@ class PubSubHub:
                 await self._pubsub.unsubscribe(*unused)
 
     def _start_tasks(self) -> None:
-        """(Re)start the reader and the presence refresher, which stop when idle."""
+        """(Re)start the reader and the presence refresher, which stop when idle. They
+        serve every subscriber: started in a fresh context, not in the one of the request
+        that happened to start them (its request id would be on their log lines)."""
         if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read())
+            self._reader = asyncio.create_task(self._read(), context=contextvars.Context())
         if self._presence is None or self._presence.done():
-            self._presence = asyncio.create_task(self._refresh_presence())
+            self._presence = asyncio.create_task(
+                self._refresh_presence(), context=contextvars.Context()
+            )
 
     def _release(self, channels: Iterable[str], listener: Listener) -> list[str]:
         """Unregister the listener from the channels; return those nobody listens to now."""

@@ -12,6 +12,7 @@ same way in each and called by the same names.
                and subscriptions (`domain.records.RecentRecords`); writers forget users
                through it
     pubsub     the process's pub/sub hub for live subscriptions (connects on first use)
+    budgets    this process's leases of query cost budgets (`infra.ratelimit.LeasedBuckets`)
 
 In the worker, arq's own `ctx["redis"]` stays arq's; our code uses `ctx["resources"]`.
 """
@@ -33,7 +34,8 @@ from domain.records import RecentRecords
 from infra.cache import RecordCache
 from infra.feedstore import FeedStore, create_feed_store
 from infra.pubsub import PubSubHub
-from infra.redis import create_redis
+from infra.ratelimit import LeasedBuckets
+from infra.redis import RedisHealth, create_redis, redis_health
 from infra.storage import Storage, create_storage
 from models import create_engine
 from settings import Settings
@@ -53,16 +55,28 @@ class Resources:
     pubsub: PubSubHub
     hidden: HiddenUsers
     engagement: Engagement
+    budgets: LeasedBuckets
 
     @classmethod
-    def create(cls, settings: Settings, *, storage: Storage | None = None) -> Resources:
+    def create(
+        cls, settings: Settings, *, storage: Storage | None = None, worker: bool = False
+    ) -> Resources:
         """Build every resource; all connect lazily, so a process starts (and reports
-        itself unready) while PostgreSQL or Redis is still down."""
+        itself unready) while PostgreSQL or Redis is still down. `worker`: the worker's
+        engine, with its own statement timeout (`models.create_engine`)."""
         if not settings.redis_url:
             raise RuntimeError("REDIS_URL is not set (the embedded servers start first)")
-        engine = create_engine(settings)
-        redis = create_redis(settings.redis_url)
-        jobs = ArqRedis.from_url(settings.redis_url)
+        engine = create_engine(settings, role="worker" if worker else "api")
+        # One breaker for both clients of the same server (docs/degradation.md).
+        timeout = settings.redis_timeout_seconds
+        redis = create_redis(
+            settings.redis_url,
+            timeout=timeout,
+            health=RedisHealth(settings.redis_retry_after_seconds),
+        )
+        jobs = create_redis(
+            settings.redis_url, timeout=timeout, health=redis_health(redis), client_class=ArqRedis
+        )
         cache = RecordCache(redis, settings.cache_ttl_seconds)
         feeds = create_feed_store(redis, settings)
         recent = RecentRecords(engine, cache)
@@ -82,6 +96,7 @@ class Resources:
             pubsub=PubSubHub(redis),
             hidden=hidden,
             engagement=Engagement(engine, redis, recent=recent, hidden=hidden),
+            budgets=LeasedBuckets(),
         )
 
     @classmethod

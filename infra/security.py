@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import OrderedDict
 
@@ -75,10 +76,28 @@ def _verify(token: str, secret: str) -> tuple[int, float] | None:
         return None
     if claims.get("typ") != "access":
         return None
+    user_id = user_id_from_subject(claims["sub"])
     try:
-        return int(claims["sub"]), float(claims["exp"])
+        expires = float(claims["exp"])
     except (TypeError, ValueError):
         return None
+    return (user_id, expires) if user_id is not None else None
+
+
+_SUBJECT = re.compile(r"[1-9][0-9]{0,18}")
+MAX_USER_ID = 2**63 - 1  # PostgreSQL's BIGINT
+
+
+def user_id_from_subject(subject: object) -> int | None:
+    """The user id a token's `sub` names: canonical ASCII digits of a positive BIGINT
+    (as `issue_token` writes it), else None. A correctly signed token naming
+    `99999999999999999999` or `-1` is no credential at all, never an integer overflow
+    in the database (`int()` alone would also take fullwidth digits, `" 12"` or
+    `"1_2"`)."""
+    if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
+        return None
+    user_id = int(subject)
+    return user_id if user_id <= MAX_USER_ID else None
 
 
 def user_id_from_authorization(header: str | None, *, secret: str) -> int | None:

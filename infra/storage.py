@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import hmac
 import json
@@ -289,6 +290,15 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 
 @dataclass(frozen=True)
+class StagedObject:
+    """An upload written to a temporary file of the local store, under no key yet."""
+
+    path: Path
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True)
 class _LocalObject:
     path: Path
     stat: os.stat_result
@@ -322,6 +332,9 @@ class LocalStorage:
         self._signing_key = hmac.new(
             settings.secret_key.encode(), _UPLOAD_SIGNING_PURPOSE, hashlib.sha256
         ).digest()
+        # How long the upload route waits for a body (docs/uploads-hardening.md).
+        self.body_timeout_seconds = float(settings.upload_body_timeout_seconds)
+        self.min_bytes_per_second = max(1, settings.upload_min_bytes_per_second)
 
     # ---- signing
 
@@ -413,7 +426,8 @@ class LocalStorage:
                 if attempt == 2 or not tmp.exists():
                     raise
 
-    def _write_meta(self, key: str, *, content_type: str, etag: str, cache_control: str) -> None:
+    def _stage_meta(self, *, content_type: str, etag: str, cache_control: str) -> Path:
+        """The metadata written to a temporary file (the step that needs disk space)."""
         fd, tmp = self._new_temp()
         try:
             with os.fdopen(fd, "w") as fh:
@@ -421,17 +435,49 @@ class LocalStorage:
                     {"content_type": content_type, "etag": etag, "cache_control": cache_control},
                     fh,
                 )
-            self._install(tmp, self._meta_path(key))
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        return tmp
 
     def _commit(
         self, key: str, tmp: Path, *, content_type: str, etag: str, cache_control: str
     ) -> None:
-        """Metadata first, then the object: an object is never visible without it."""
-        self._write_meta(key, content_type=content_type, etag=etag, cache_control=cache_control)
-        self._install(tmp, self._object_path(key))
+        """Metadata first, then the object: an object is never visible without it. If the
+        object cannot be moved into place, the metadata goes back to what it was (the
+        old object keeps its own), so a failed write changes nothing; ``tmp`` is then
+        still the caller's to remove."""
+        meta_tmp = self._stage_meta(
+            content_type=content_type, etag=etag, cache_control=cache_control
+        )
+        meta_path = self._meta_path(key)
+        # The old metadata, kept under a temporary name by a hard link (no data to copy).
+        backup: Path | None = self._tmp_root / f"{meta_tmp.name}.old"
+        try:
+            os.link(meta_path, self._tmp_root / f"{meta_tmp.name}.old")
+        except FileNotFoundError:
+            backup = None
+        except BaseException:
+            meta_tmp.unlink(missing_ok=True)
+            raise
+        try:
+            try:
+                self._install(meta_tmp, meta_path)
+            except BaseException:
+                meta_tmp.unlink(missing_ok=True)
+                raise
+            try:
+                self._install(tmp, self._object_path(key))
+            except BaseException:
+                if backup is not None:
+                    os.replace(backup, meta_path)
+                    backup = None
+                else:
+                    meta_path.unlink(missing_ok=True)
+                raise
+        finally:
+            if backup is not None:
+                backup.unlink(missing_ok=True)
 
     def _read_meta(self, key: str) -> dict[str, str]:
         try:
@@ -489,9 +535,27 @@ class LocalStorage:
         """
         validate_key(key)
         _validate_content_type(content_type)
+        staged = await self.stage(chunks, max_bytes=max_bytes)
+        try:
+            await self.commit_staged(
+                key, staged, content_type=content_type, cache_immutable=cache_immutable
+            )
+        except BaseException:
+            await self.discard_staged(staged)
+            raise
+        return staged.etag
+
+    async def stage(self, chunks: AsyncIterable[bytes], *, max_bytes: int) -> StagedObject:
+        """Stream ``chunks`` into a new temporary file (fsynced), visible under no key.
+
+        Raises ObjectTooLarge at the first byte past ``max_bytes``, and whatever the
+        iterator raises (a client that went away, a body read that timed out); either
+        way the temporary file is removed. The caller commits the result
+        (``commit_staged``) or discards it (``discard_staged``, always safe to call).
+        """
         fd, tmp = await asyncio.to_thread(self._new_temp)
         digest = hashlib.md5(usedforsecurity=False)
-        committed = False
+        size = 0
         try:
             with os.fdopen(fd, "wb") as fh:
 
@@ -499,7 +563,6 @@ class LocalStorage:
                     fh.write(data)
                     digest.update(data)
 
-                size = 0
                 pending: list[bytes] = []
                 pending_size = 0
                 async for chunk in chunks:
@@ -522,21 +585,38 @@ class LocalStorage:
                     os.fsync(fh.fileno())
 
                 await asyncio.to_thread(finish)
-            etag = f'"{digest.hexdigest()}"'
-            cache_control = IMMUTABLE_CACHE_CONTROL if cache_immutable else MUTABLE_CACHE_CONTROL
-            await asyncio.to_thread(
-                self._commit,
-                key,
-                tmp,
-                content_type=content_type,
-                etag=etag,
-                cache_control=cache_control,
-            )
-            committed = True
-            return etag
-        finally:
-            if not committed:
-                await asyncio.to_thread(tmp.unlink, missing_ok=True)
+        except BaseException:
+            # Synchronous: must also run when the request task is cancelled.
+            tmp.unlink(missing_ok=True)
+            raise
+        return StagedObject(path=tmp, etag=f'"{digest.hexdigest()}"', size=size)
+
+    async def commit_staged(
+        self,
+        key: str,
+        staged: StagedObject,
+        *,
+        content_type: str,
+        cache_immutable: bool = False,
+    ) -> None:
+        """Move a staged file into place as the object ``key`` (atomically: a reader
+        sees the old object or the new one, never part of one)."""
+        validate_key(key)
+        _validate_content_type(content_type)
+        cache_control = IMMUTABLE_CACHE_CONTROL if cache_immutable else MUTABLE_CACHE_CONTROL
+        await asyncio.to_thread(
+            self._commit,
+            key,
+            staged.path,
+            content_type=content_type,
+            etag=staged.etag,
+            cache_control=cache_control,
+        )
+
+    async def discard_staged(self, staged: StagedObject) -> None:
+        """Remove a staged file that was not committed. Never call it after a commit:
+        the temporary name is free again then, and may be another upload's."""
+        await asyncio.to_thread(staged.path.unlink, missing_ok=True)
 
     async def put(
         self,
@@ -669,13 +749,84 @@ LOCAL_STORAGE_ROUTE_METHODS: dict[str, tuple[str, ...]] = {
 }
 
 
-def local_storage_routes(storage: LocalStorage) -> list[Route]:
-    """``PUT /uploads/{key}`` (signed uploads) and ``GET|HEAD /media/{key}`` (renditions)."""
+class UploadGate(Protocol):
+    """Whether an upload target still takes a body: the local route asks before it
+    reads one, and again around the moment it moves the finished body into place.
+
+    ``hold(request, key)`` yields the declared size (bytes) of the media item whose
+    upload key is ``key`` while its owner (post or story) is PENDING, else None; and
+    keeps that answer true until the block exits (domain/uploads.py holds a row lock
+    on the owner), so completeUpload or deletePost cannot slip in between the check
+    and the rename.
+    """
+
+    def hold(
+        self, request: Request, key: str
+    ) -> contextlib.AbstractAsyncContextManager[int | None]: ...
+
+
+class BodyTimedOut(Exception):
+    """An upload body stalled, or came slower than the minimum rate."""
+
+
+async def _paced(
+    chunks: AsyncIterable[bytes], *, idle_seconds: float, deadline: float
+) -> AsyncIterable[bytes]:
+    """``chunks``, each within ``idle_seconds`` of the last and all before ``deadline``
+    (the event loop's clock), else BodyTimedOut: a client that declares a body and
+    sends none, or dribbles it, cannot hold a connection and a temporary file."""
+    loop = asyncio.get_running_loop()
+    iterator = aiter(chunks)
+    while True:
+        wait = min(idle_seconds, deadline - loop.time())
+        try:
+            if wait <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(wait):
+                chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            raise BodyTimedOut from exc
+        yield chunk
+
+
+def _refuse(status: int, reason: str, *, close: bool = False) -> Response:
+    """A plain-text refusal; ``close`` when the body was not read to its end, so the
+    connection cannot be reused (its unread bytes would be read as the next request)."""
+    headers = {"Connection": "close"} if close else None
+    return PlainTextResponse(reason, status_code=status, headers=headers)
+
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+# The disk is full (or the process's quota is spent): 507 Insufficient Storage.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _store_failed(key: str, exc: OSError, *, close: bool = False) -> Response:
+    """The local store could not write an upload (nothing of it is left, the old object
+    and its metadata are as they were): 507 when the disk is full, else 503. The client
+    may send the body again later."""
+    log.warning("upload %s not stored: %r", key, exc)
+    if exc.errno in _NO_SPACE:
+        return _refuse(507, "the store is out of space; try again later", close=close)
+    return _refuse(503, "the store could not save the upload; try again later", close=close)
+
+
+def local_storage_routes(storage: LocalStorage, *, gate: UploadGate | None = None) -> list[Route]:
+    """``PUT /uploads/{key}`` (signed uploads) and ``GET|HEAD /media/{key}`` (renditions).
+
+    With a ``gate`` (the app passes one; docs/uploads-hardening.md), a PUT is taken only
+    while the target's post or story is PENDING and only with a Content-Length equal to
+    its declared size; without one (a bare store, as in tests of the store alone), any
+    validly signed PUT within the URL's size limit is taken.
+    """
 
     async def upload(request: Request) -> Response:
         key = request.path_params["key"]
         if not is_valid_key(key):
-            return PlainTextResponse("invalid key", status_code=404)
+            return _refuse(404, "invalid key", close=True)
         query = request.query_params
         content_type = query.get("ct", "")
         signature = query.get("sig", "")
@@ -683,28 +834,92 @@ def local_storage_routes(storage: LocalStorage) -> list[Route]:
             max_bytes = int(query.get("max", ""))
             expires = int(query.get("exp", ""))
         except ValueError:
-            return PlainTextResponse("malformed upload URL", status_code=403)
+            return _refuse(403, "malformed upload URL", close=True)
         if not signature or not storage.verify_upload(
             key, content_type, max_bytes, expires, signature
         ):
-            return PlainTextResponse("invalid signature", status_code=403)
+            return _refuse(403, "invalid signature", close=True)
         if time.time() > expires:
-            return PlainTextResponse("upload URL expired", status_code=403)
+            return _refuse(403, "upload URL expired", close=True)
         sent_type = request.headers.get("content-type", "").strip()
         if sent_type.lower() != content_type.lower():
-            return PlainTextResponse("Content-Type does not match the upload URL", status_code=403)
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            return PlainTextResponse("body too large", status_code=413)
+            return _refuse(403, "Content-Type does not match the upload URL", close=True)
+        # A body of known length only: a chunked body could be sent forever, and its size
+        # is not known until its end.
+        declared_header = request.headers.get("content-length")
+        if declared_header is None or "transfer-encoding" in request.headers:
+            return _refuse(411, "Content-Length required (and no Transfer-Encoding)", close=True)
+        if not _DIGITS.fullmatch(declared_header.strip()):
+            return _refuse(400, "malformed Content-Length", close=True)
+        declared = int(declared_header)
+        if declared > max_bytes:
+            return _refuse(413, "body too large", close=True)
+        if gate is not None:
+            try:
+                async with gate.hold(request, key) as expected:
+                    pass
+            except Exception:
+                log.exception("upload gate unavailable for %s", key)
+                return _refuse(503, "try again later", close=True)
+            if expected is None:
+                return _refuse(409, "this upload target is closed", close=True)
+            if declared != expected:
+                return _refuse(400, "Content-Length must equal the declared byteSize", close=True)
+        loop = asyncio.get_running_loop()
+        idle = storage.body_timeout_seconds
+        body = _paced(
+            request.stream(),
+            idle_seconds=idle,
+            deadline=loop.time() + idle + declared / storage.min_bytes_per_second,
+        )
         try:
-            etag = await storage.write_stream(
-                key, request.stream(), content_type=content_type, max_bytes=max_bytes
-            )
+            staged = await storage.stage(body, max_bytes=declared)
         except ObjectTooLarge:
-            return PlainTextResponse("body too large", status_code=413)
+            return _refuse(413, "body longer than its Content-Length", close=True)
+        except BodyTimedOut:
+            return _refuse(408, "body not received in time", close=True)
         except ClientDisconnect:
-            return PlainTextResponse("client disconnected", status_code=400)
-        return Response(status_code=200, headers={"ETag": etag})
+            return _refuse(400, "client disconnected", close=True)
+        except OSError as exc:  # the disk (full, quota, I/O): stage() removed its file
+            return _store_failed(key, exc, close=True)
+        committed = False
+        try:
+            if staged.size != declared:  # the server frames bodies by Content-Length
+                return _refuse(400, "body shorter than its Content-Length", close=True)
+            if gate is None:
+                try:
+                    await storage.commit_staged(key, staged, content_type=content_type)
+                except OSError as exc:
+                    return _store_failed(key, exc)
+                committed = True
+            else:
+                # The gate's failures (PostgreSQL) and the store's (the disk) apart: a
+                # commit that fails inside the gate rolls its transaction back and is
+                # answered as the store's failure, never as the gate's.
+                store_failure: OSError | None = None
+                try:
+                    async with gate.hold(request, key) as expected:
+                        if expected == declared:
+                            try:
+                                await storage.commit_staged(key, staged, content_type=content_type)
+                            except OSError as exc:
+                                store_failure = exc
+                            else:
+                                committed = True
+                except Exception:
+                    if not committed:
+                        log.exception("upload gate unavailable for %s", key)
+                        return _refuse(503, "try again later")
+                    # The object is in place; only releasing the gate's lock failed.
+                    log.warning("upload gate release failed for %s", key, exc_info=True)
+                if store_failure is not None:
+                    return _store_failed(key, store_failure)
+                if not committed:
+                    return _refuse(409, "this upload target is closed")
+        finally:
+            if not committed:
+                await storage.discard_staged(staged)
+        return Response(status_code=200, headers={"ETag": staged.etag})
 
     async def media(request: Request) -> Response:
         key = request.path_params["key"]

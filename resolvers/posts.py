@@ -9,8 +9,10 @@ from typing import Any
 import strawberry
 from sqlalchemy import select
 
+from domain import limits
 from domain import posts as post_domain
 from domain.errors import DomainError, ErrorCode
+from domain.outbox import best_effort
 from domain.records import PostRecord
 from infra.ids import to_global_id
 from infra.storage import IncompleteUpload, ObjectTooLarge, Storage, UploadNotFound
@@ -30,7 +32,7 @@ from schema.posts import (
     build_posts,
 )
 from schema.users import can_see_private_content_of
-from workers.jobs import enqueue_delete_post_objects, enqueue_process_post
+from workers.jobs import enqueue_post_deleted, enqueue_process_post
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,8 @@ async def load_media(info: Info, media_id: int) -> Media | None:
     post = await load_post(info, row.post_id)
     if post is None:
         return None
-    return Media.from_row(row, ready=post.status == PostStatus.READY)
+    # The post's own item: built by `Post.build`, the one rule for when a url shows.
+    return next((item for item in post.media if item.row.id == media_id), None)
 
 
 register_node("Post", load_post)
@@ -122,6 +125,7 @@ async def upload_targets(info: Info, media: list[Any]) -> list[UploadTarget]:
 
 async def create_post(info: Info, input: CreatePostInput) -> CreatePostPayload:
     viewer_id = info.context.require_viewer()
+    await limits.hit(info.context, limits.CREATE_POST, viewer_id)
     items = [post_domain.MediaSpec(m.content_type, int(m.byte_size)) for m in input.media]
     errors = post_domain.check_post_input(
         caption=input.caption,
@@ -176,8 +180,11 @@ async def complete_upload(info: Info, post_id: strawberry.ID) -> PostPayload:
                         field="postId",
                     )
             async with info.context.engine.begin() as conn:
-                row = await post_domain.start_processing(conn=conn, post_id=pk)
-            await enqueue_process_post(info.context.jobs, pk, attempt=1)
+                row, moved = await post_domain.hand_to_worker(conn=conn, post_id=pk)
+            if moved:  # at once; the committed outbox row is the guarantee
+                await best_effort(
+                    enqueue_process_post(info.context.jobs, pk, attempt=1), f"post {pk}: processing"
+                )
     except DomainError as exc:
         if exc.code is ErrorCode.FORBIDDEN:  # raised only once the id was parsed
             exc = await _forbidden_or_missing(info, exc, pk)
@@ -228,8 +235,13 @@ async def delete_post(info: Info, id: strawberry.ID) -> DeletePayload:
         if exc.field == "postId":
             exc.field = "id"
         return DeletePayload(errors=[UserError.from_error(exc)])
-    await info.context.home_feed.post_deleted(viewer_id, pk)
+    # At once, best effort; the committed outbox row is the guarantee (domain.outbox).
+    await best_effort(
+        info.context.home_feed.post_deleted(viewer_id, pk), f"deleted post {pk}: feeds"
+    )
     info.context.loaders.post_by_id.clear(pk)
     info.context.loaders.user_by_id.clear(viewer_id)
-    await enqueue_delete_post_objects(info.context.jobs, pk)
+    await best_effort(
+        enqueue_post_deleted(info.context.jobs, pk, viewer_id), f"deleted post {pk}: clean-up"
+    )
     return DeletePayload(deleted_id=strawberry.ID(to_global_id("Post", pk)))

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain import comments as comment_domain
 from domain import likes as like_domain
+from domain import limits
 from domain.blocks import blocked_either_way, hold_against_blocks
 from domain.comments import CommentRecord
 from domain.errors import DomainError, ErrorCode
@@ -100,6 +101,7 @@ async def _like(info: Info, post_id: strawberry.ID, *, liked: bool) -> PostPaylo
 
 
 async def like_post(info: Info, post_id: strawberry.ID) -> PostPayload:
+    await limits.hit(info.context, limits.LIKE, info.context.require_viewer())
     return await _like(info, post_id, liked=True)
 
 
@@ -109,6 +111,7 @@ async def unlike_post(info: Info, post_id: strawberry.ID) -> PostPayload:
 
 async def add_comment(info: Info, post_id: strawberry.ID, text: str) -> CommentPayload:
     viewer_id = info.context.require_viewer()
+    await limits.hit(info.context, limits.COMMENT, viewer_id)
     try:
         pk = payload_pk(post_id, "Post", "postId")
         clean = comment_domain.check_comment_text(text)

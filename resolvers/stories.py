@@ -10,11 +10,11 @@ import logging
 from dataclasses import replace
 
 import strawberry
-from redis.exceptions import RedisError
 
 from domain import posts as post_domain
 from domain import stories as story_domain
 from domain.errors import DomainError, ErrorCode
+from domain.outbox import best_effort
 from domain.stories import StoryRecord
 from models import PostStatus
 from resolvers.common import payload_pk, register_node
@@ -134,14 +134,12 @@ async def complete_story_upload(info: Info, story_id: strawberry.ID) -> StoryPay
                 )
             ttl = story_domain.story_ttl(info.context.settings)
             async with info.context.engine.begin() as conn:
-                moved = await story_domain.start_processing(conn=conn, story_id=pk, ttl=ttl)
-            if moved:
-                try:
-                    await enqueue_process_story(info.context.jobs, pk, attempt=1)
-                except (RedisError, OSError):
-                    # The story is PROCESSING already: the stories sweeper enqueues it
-                    # once Redis is back (workers/stories.py sweep_stories).
-                    log.warning("story %s: enqueue failed, left to the sweeper", pk)
+                moved = await story_domain.hand_to_worker(conn=conn, story_id=pk, ttl=ttl)
+            if moved:  # at once; the committed outbox row is the guarantee
+                await best_effort(
+                    enqueue_process_story(info.context.jobs, pk, attempt=1),
+                    f"story {pk}: processing",
+                )
             record = await _read(info, pk)
             if record is None:  # pragma: no cover - discarded between the statements
                 raise _not_found()

@@ -12,19 +12,23 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain import follows as follow_domain
+from domain import limits
 from domain import users as user_domain
 from domain.blocks import HiddenUsers
 from domain.comments import remove_comments_on_posts_of
 from domain.errors import DomainError, ErrorCode
 from domain.follows import FollowOutcome
 from domain.likes import remove_likes_on_posts_of
+from domain.outbox import best_effort, unsent_follow_change, write_invalidation
+from infra.resources import Resources
 from infra.security import hash_password, issue_token, verify_password
 from models import DbRow
 from resolvers.common import payload_pk, register_node
 from schema.common import check_page_size
-from schema.context import Info
-from schema.errors import UserError
+from schema.context import VIEWER_GONE, Info
+from schema.errors import ApiError, UserError
 from schema.users import AuthPayload, User, UserPayload
+from workers.jobs import enqueue_follow_changed
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,7 @@ def _auth_payload(info: Info, row: DbRow) -> AuthPayload:
 
 
 async def sign_up(info: Info, username: str, email: str, password: str) -> AuthPayload:
+    await limits.hit(info.context, limits.SIGN_UP)
     try:
         clean_username = user_domain.check_username(username)
         clean_email = user_domain.check_email(email)
@@ -98,19 +103,25 @@ async def sign_up(info: Info, username: str, email: str, password: str) -> AuthP
 
 
 async def log_in(info: Info, username: str, password: str) -> AuthPayload:
-    async with info.context.engine.connect() as conn:
-        credentials = await user_domain.credentials_for(conn=conn, username=username)
-    # Unknown user and wrong password take the same time and give the same answer.
-    valid = await verify_password(credentials.password_hash if credentials else None, password)
-    row = (
-        await info.context.loaders.user_by_id.load(credentials.id)
-        if credentials and valid
-        else None
-    )
+    attempt = await limits.log_in_attempt(info.context, username)
+    try:
+        async with info.context.engine.connect() as conn:
+            credentials = await user_domain.credentials_for(conn=conn, username=username)
+        # Unknown user and wrong password take the same time and give the same answer.
+        valid = await verify_password(credentials.password_hash if credentials else None, password)
+        row = (
+            await info.context.loaders.user_by_id.load(credentials.id)
+            if credentials and valid
+            else None
+        )
+    except Exception:  # an outage (SERVICE_UNAVAILABLE) is no failed guess: points back
+        await attempt.succeeded()
+        raise
     if row is None:
         return AuthPayload(
             errors=[UserError(message="Wrong username or password.", code=ErrorCode.INVALID_INPUT)]
         )
+    await attempt.succeeded()
     return _auth_payload(info, row)
 
 
@@ -137,11 +148,15 @@ async def update_profile(
     try:
         async with info.context.engine.begin() as conn:
             row = await user_domain.update_profile(conn=conn, user_id=viewer_id, changes=changes)
+            if row is not None:  # the cached record goes after the commit (domain.outbox)
+                await write_invalidation(conn=conn, users=[viewer_id])
     except DomainError as exc:
         return UserPayload(errors=[UserError.from_error(exc)])
-    if row is None:  # the account was deleted while the token lived
-        return UserPayload(errors=[UserError(message="No such user.", code=ErrorCode.NOT_FOUND)])
-    await info.context.resources.recent.forget_users([viewer_id])
+    if row is None:  # the account was deleted while the token lived, or never was
+        raise ApiError(ErrorCode.UNAUTHENTICATED, VIEWER_GONE)
+    await best_effort(
+        info.context.resources.recent.forget_users([viewer_id]), f"user {viewer_id}: record"
+    )
     info.context.loaders.user_by_id.prime_rows([row])
     return UserPayload(user=User.from_row(row))
 
@@ -183,7 +198,7 @@ async def _change_graph(info: Info, user_id: strawberry.ID, change: GraphChange)
     changes = result.edges
     if result.hidden:
         try:
-            await hidden.refresh(viewer_id, target_id)
+            await hidden.refresh_after_commit(viewer_id, target_id)
         except (RedisError, OSError, DBAPIError):
             # Committed: the answer and the feed clean-up below must not depend on the
             # cache. The tombstone laid before the commit expires within seconds, and
@@ -205,22 +220,43 @@ async def _change_graph(info: Info, user_id: strawberry.ID, change: GraphChange)
     loaders.forget_follow_state(target_id)
     loaders.user_by_id.clear(viewer_id)
     for follower_id, followee_id, added, followers in changes:
-        await home_feed.follow_changed(follower_id, followee_id, added=added, followers=followers)
+        # At once, best effort: the edge's `follow_changed` outbox row, committed with
+        # it, is the guarantee (workers.outbox.follow_changed).
+        await best_effort(
+            home_feed.follow_changed(follower_id, followee_id, added=added, followers=followers),
+            f"follow {follower_id} -> {followee_id}: feed",
+        )
+        if home_feed.crosses_threshold(added=added, followers=followers):
+            # The crossing is acted on by the edge's job only (once): send it now.
+            await best_effort(
+                enqueue_edge_job(info.context.resources, follower_id, followee_id, added),
+                f"follow {follower_id} -> {followee_id}: crossing",
+            )
     # As the viewer may see the target now: null after a block.
     return UserPayload(user=await load_user(info, target_id))
 
 
+async def enqueue_edge_job(
+    resources: Resources, follower_id: int, followee_id: int, added: bool
+) -> None:
+    """The `follow_changed` job of this edge change, at once, under the relay's id."""
+    async with resources.engine.connect() as conn:
+        found = await unsent_follow_change(
+            conn=conn, follower_id=follower_id, followee_id=followee_id, added=added
+        )
+    if found is not None:
+        await enqueue_follow_changed(resources.jobs, *found)
+
+
 async def _forget_hidden_before_commit(hidden: HiddenUsers, viewer_id: int, target_id: int) -> None:
-    """Lay the block's tombstones, or roll the block back: committing it while both
-    users' old hidden sets stay cached (Redis refused the tombstone, and would likely
-    refuse the refresh too) would let them see each other for up to an hour."""
-    try:
-        await hidden.forget(viewer_id, target_id)
-    except (RedisError, OSError) as exc:
-        log.warning("hidden sets of %d and %d not forgotten", viewer_id, target_id, exc_info=True)
-        raise DomainError(
-            ErrorCode.SERVICE_UNAVAILABLE, "Unavailable for a moment; try again."
-        ) from exc
+    """Lay the block's tombstones before its commit, best effort. When Redis refuses
+    them, the block commits all the same (it needs only PostgreSQL): its `invalidate`
+    outbox row re-reads both users' hidden sets once Redis answers again (within about
+    a second, `workers.outbox.apply_invalidations`), and while Redis is down readers
+    read the sets from PostgreSQL."""
+    await best_effort(
+        hidden.forget(viewer_id, target_id), f"hidden sets of {viewer_id} and {target_id}"
+    )
 
 
 async def _follow(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> GraphChanges:
@@ -265,6 +301,7 @@ async def _unblock(*, conn: AsyncConnection, viewer_id: int, target_id: int) -> 
 
 
 async def follow(info: Info, user_id: strawberry.ID) -> UserPayload:
+    await limits.hit(info.context, limits.FOLLOW, info.context.require_viewer())
     return await _change_graph(info, user_id, _follow)
 
 

@@ -101,6 +101,37 @@ class Context:
 
 Info = StrawberryInfo[Context, None]
 
+# A write whose row names a user that does not exist (PostgreSQL's foreign_key_violation).
+_FOREIGN_KEY_VIOLATION = "23503"
+VIEWER_GONE = "Your session's account does not exist; log in again."
+
+
+def is_viewer_gone(error: BaseException | None, context: object) -> bool:
+    """Whether this error is a write refused because the viewer's own row does not exist:
+    a correctly signed token whose account is gone (or never was). Tokens are checked
+    without the database (`infra.security`: so the feed's read costs it nothing), so a
+    write on their behalf is where it shows: the row it inserts names the viewer, and
+    PostgreSQL refuses the foreign key. `schema.root.InstagraphSchema.process_errors`
+    answers it UNAUTHENTICATED instead of an INTERNAL_SERVER_ERROR carrying the driver's
+    text, at no cost to any request that succeeds.
+
+    Read from the driver's report (`Key (author_id)=(42) is not present in table
+    "users".`), walking the exception chain SQLAlchemy wraps it in."""
+    viewer_id = getattr(context, "viewer_id", None)
+    if viewer_id is None:
+        return False
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if getattr(error, "sqlstate", None) == _FOREIGN_KEY_VIOLATION:
+            detail = getattr(error, "detail", None)
+            if isinstance(detail, str) and detail.endswith(
+                f')=({viewer_id}) is not present in table "users".'
+            ):
+                return True
+        error = getattr(error, "orig", None) or error.__cause__ or error.__context__
+    return False
+
 
 class IsAuthenticated(BasePermission):
     """Declared on fields that need a logged-in viewer (STYLE rule 4)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import strawberry
 
 from domain.errors import DomainError, ErrorCode
+from infra.metrics import ERRORS
 
 # Registers the domain's enum as the GraphQL ErrorCode (the decorator returns the same class).
 strawberry.enum(ErrorCode, description="Machine-readable reason for a failure.")
@@ -25,6 +26,7 @@ class UserError:
 
     @classmethod
     def from_error(cls, error: DomainError) -> UserError:
+        ERRORS.labels(error.code.value, "payload").inc()
         return cls(field=error.field, message=error.message, code=error.code)
 
 

@@ -5,10 +5,12 @@ A GET or POST carrying one JSON GraphQL request whose document the compiler acce
 (`schema.compiler`: validated once, compiled into a plan that builds the response
 straight from the resolvers' objects) is parsed with orjson, authenticated, executed
 by the plan and answered here. Anything else (GraphiQL, batches, multipart uploads,
-streaming subscriptions over HTTP, documents outside the compiled subset, malformed
-requests whose error Strawberry words) returns None and goes through Strawberry's
-view unchanged, so both paths answer every request the same way (the differential
-tests in tests/test_compiler.py hold the compiled one to that).
+streaming subscriptions over HTTP, documents outside the compiled subset, variables
+holding text the schema refuses) returns None and goes through Strawberry's view
+unchanged; a body or parameter that cannot be a GraphQL request is a 400 on either
+path (`schema.graphql_http.check_request_body`). So both paths answer every request
+the same way (the differential tests in tests/test_compiler.py hold the compiled one
+to that).
 
 Persisted documents are resolved first, for both paths: an Apollo APQ hash or a
 trusted-document id becomes its text, or the request gets the protocol's error.
@@ -21,14 +23,14 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import orjson
 from graphql import OperationType
 from starlette.requests import Request
 from starlette.responses import Response
 
-from infra.metrics import COMPILED
+from infra.metrics import COMPILED, count_errors
 from schema.compiler import DocumentCompiler, FallBack
 from schema.context import Context
+from schema.cost import QueryRefused, refused_body
 from schema.documents import DocumentRegistry, PersistedQueryError
 from schema.graphql_http import (
     JSON,
@@ -36,8 +38,10 @@ from schema.graphql_http import (
     graphql_response,
     mutation_over_get,
     negotiate,
+    parse_request_json,
     persisted_query_error_response,
 )
+from schema.input_strings import unsafe_variables_error
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +91,18 @@ class FastPath:
             # Not reached today (the compiler takes queries only), but if it ever is: the
             # same 405 as Strawberry's path, which answers every mutation over GET.
             return mutation_over_get(compiled.operation_type.value, media_type)
+        context = await make_context(request)
+        costs = self.compiler.schema.costs  # type: ignore[attr-defined]  # an InstagraphSchema
+        try:  # the cost budget, as Strawberry's path charges it (schema/cost.py)
+            request.state.query_charge = charge = await costs.charge(
+                context, query, operation_name, variables
+            )
+        except QueryRefused as refused:
+            body = refused_body(refused, costs.report)
+            count_errors(body, "graphql")
+            return graphql_response(body, media_type)
         try:
-            result = await compiled.execute(await make_context(request), variables)
+            result = await compiled.execute(context, variables)
         except FallBack:
             # Strawberry answers this one whole: a directive the plan leaves to it, or a
             # resolver that must await (queries only, so running it again is safe).
@@ -97,6 +111,10 @@ class FastPath:
             log.exception("compiled execution failed; Strawberry answers: %.80s", query)
             return None
         COMPILED.inc()
+        if "errors" in result:
+            count_errors(result, "graphql")
+        if charge is not None and costs.report:
+            result["extensions"] = {"cost": charge.report()}
         return graphql_response(result, media_type)
 
     async def resolve_document(
@@ -117,40 +135,37 @@ class FastPath:
 async def _request_data(
     request: Request,
 ) -> RequestData | None:
-    """(query, variables, operationName, extensions) of a plain single GraphQL request,
-    or None for anything the fast path leaves to Strawberry."""
+    """(query, variables, operationName, extensions, document id) of a plain single
+    GraphQL request, or None for anything the fast path leaves to Strawberry. A body or
+    parameter that cannot be a GraphQL request raises HTTPException(400) (answered by
+    `app.GraphQLApp`), by the rules Strawberry's path follows too
+    (`schema.graphql_http.parse_request_json`, `check_request_body`)."""
     if request.method == "POST":
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith(JSON):
             return None
-        try:
-            data = orjson.loads(await request.body())
-        except orjson.JSONDecodeError:
-            return None
-        # Not an object nor an array: HTTPException(400), answered by `app.GraphQLApp`.
-        if isinstance(check_request_body(data), list):
+        data = check_request_body(parse_request_json(await request.body()))
+        if isinstance(data, list):
             return None  # a batch: Strawberry answers it
     elif request.method == "GET":
         params = request.query_params
         data = {name: params.get(name) for name in ("query", "operationName", *DOCUMENT_IDS)}
         for name in ("variables", "extensions"):
             raw = params.get(name)
-            if raw is not None:
-                try:
-                    data[name] = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    return None
+            if raw:  # Strawberry's rule: an empty one is absent
+                data[name] = parse_request_json(raw)
         if all(data.get(name) is None for name in ("query", "extensions", *DOCUMENT_IDS)):
             return None  # GraphiQL, when a browser asks for it
+        check_request_body(data)
     else:
         return None
-    query, variables = data.get("query"), data.get("variables")
-    operation_name, extensions = data.get("operationName"), data.get("extensions")
-    if not isinstance(query, str | None) or not isinstance(variables, dict | None):
-        return None
-    if not isinstance(operation_name, str | None) or not isinstance(extensions, dict | None):
-        return None
+    if unsafe_variables_error(data.get("variables")) is not None:
+        return None  # Strawberry's path refuses it (`InstagraphSchema.execute`)
     document_id = next((data[n] for n in DOCUMENT_IDS if data.get(n) is not None), None)
-    if not isinstance(document_id, str | None):
-        return None
-    return query, variables, operation_name, extensions, document_id
+    return (
+        data.get("query"),
+        data.get("variables"),
+        data.get("operationName"),
+        data.get("extensions"),
+        document_id,
+    )

@@ -23,10 +23,15 @@ Strawberry's view, `app.GraphQLApp`), following the GraphQL-over-HTTP spec
   error (`INVALID_INPUT`) in both modes, nothing run (`schema.root.InstagraphSchema`
   refuses the operation type; `subscription_not_streamed`).
 
-Errors raised before a GraphQL result exists (a body that is not JSON, or neither an
-object nor an array: `check_request_body`; an unsupported content type) keep
-Strawberry's plain-text 4xx in JSON mode, and become a GraphQL error response with the
-same status in `application/graphql-response+json` mode.
+Errors raised before a GraphQL result exists are a 4xx with a GraphQL error response
+(`{"errors": [{"message", "extensions": {"code"}}]}`, no `data`) in either media type
+(`http_error_response`): a body that is not JSON, not UTF-8, or holds a number no
+parser should take (`parse_request_json`); a body that is not an object (nor an array),
+or whose `query`, `variables`, `operationName` or `extensions` has the wrong type
+(`check_request_body`); an unsupported content type (400, INVALID_INPUT); a body above
+the size limit (413) or a header above its limit (431), both TOO_LARGE, a body not
+in within its deadline (408, INVALID_INPUT) (`schema.request_limits`). Both executors
+parse the body with `parse_request_json`.
 
 Every answer says `Vary: Accept, Origin`: it depends on the media type the client
 accepts, and a cache must not hand a page on another origin an answer stored without
@@ -41,8 +46,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from cross_web import HTTPException
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
+from domain.errors import ErrorCode
+from infra.metrics import ERRORS, count_errors
 from schema.documents import PersistedQueryError
 
 if TYPE_CHECKING:  # Python 3.13's typing.TypeIs; mypy ships typing_extensions
@@ -117,19 +124,95 @@ NOT_A_GRAPHQL_REQUEST = (
     "The request body must be a JSON object: a GraphQL request with `query` (or a "
     "persisted document's reference), `variables`, `operationName` and `extensions`"
 )
+UNREADABLE_JSON = "Unable to parse request body as JSON"
+# What each parameter of a GraphQL request may be (null or absent included), in the
+# words Strawberry uses for the ones it checks itself.
+_PARAMETERS: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
+    ("query", str, "a string"),
+    ("variables", dict, "an object"),
+    ("operationName", str, "a string"),
+    ("extensions", dict, "an object"),
+    ("documentId", str, "a string"),
+    ("doc_id", str, "a string"),
+)
+
+
+# How deep a request's JSON may nest, anywhere in it. A variable deeper than 64 is
+# refused anyway (`schema.input_strings`); this bounds the rest (`extensions`, members
+# nothing reads) and answers them all at the body check, the same in both media types.
+MAX_JSON_DEPTH = 1000
+TOO_DEEP_JSON = f"{UNREADABLE_JSON}: it nests deeper than {MAX_JSON_DEPTH} levels"
+# orjson refuses nesting deeper than this on its own (tests/test_input_hardening.py
+# checks it): a body parsed inside ORJSON_MAX_DEPTH - MAX_JSON_DEPTH more arrays is
+# refused by it exactly when it nests deeper than MAX_JSON_DEPTH, at the price of one
+# copy of the body; no walk over what it holds.
+ORJSON_MAX_DEPTH = 1024
+_PAD = ORJSON_MAX_DEPTH - MAX_JSON_DEPTH
+
+
+def parse_request_json(raw: str | bytes) -> Any:
+    """A request's JSON (a POST body, or a GET's `variables` or `extensions`), parsed the
+    one way both executors parse it: orjson, which takes only UTF-8, refuses unpaired
+    surrogate escapes, numbers beyond a double's range (a 5,000-digit number), NaN and
+    Infinity; nesting deeper than MAX_JSON_DEPTH anywhere is refused too. Anything
+    refused is HTTPException(400).
+
+    A body of up to 2 * MAX_JSON_DEPTH bytes (a request's usual one: a few hundred)
+    cannot nest that deep and is parsed as it is; a longer one inside `_PAD` arrays.
+
+    (The standard library's parser would take surrogates and NaN, and raise ValueError,
+    UnicodeDecodeError or RecursionError on the rest: 500s, the issue 10 found.)
+    """
+    if len(raw) <= 2 * MAX_JSON_DEPTH:  # each level takes two bytes
+        return _loads(raw)
+    try:
+        if isinstance(raw, str):
+            wrapped = orjson.loads("[" * _PAD + raw + "]" * _PAD)
+        else:
+            wrapped = orjson.loads(b"[" * _PAD + raw + b"]" * _PAD)
+    except orjson.JSONDecodeError:
+        _loads(raw)  # raises the body's own error, if it has one
+        raise HTTPException(400, TOO_DEEP_JSON) from None  # else, only the depth
+    for _ in range(_PAD):
+        # Each level one element: the body was one JSON value (not, say, `1], [2`).
+        if not (isinstance(wrapped, list) and len(wrapped) == 1):
+            return _loads(raw)
+        wrapped = wrapped[0]
+    return wrapped
+
+
+def _loads(raw: str | bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        message = str(exc)
+        if message.startswith("depth limit exceeded"):
+            raise HTTPException(400, TOO_DEEP_JSON) from exc
+        reason = "it is not valid UTF-8" if "UTF-8" in message else message
+        raise HTTPException(400, f"{UNREADABLE_JSON}: {reason}") from exc
 
 
 def check_request_body(data: object) -> dict[str, Any] | list[Any]:
-    """A parsed JSON body of `POST /graphql`, if it can be read as GraphQL: an object (one
-    request) or an array (a batch, which Strawberry answers: 400 while batching is off).
+    """A parsed JSON body of `POST /graphql` (or a GET's parameters), if it can be read as
+    GraphQL: an object (one request) whose parameters have their types, or an array (a
+    batch, which Strawberry answers: 400 while batching is off).
 
-    Anything else (`null`, a number, a string, a boolean) raises HTTPException(400), which
-    both executors answer like any malformed body (`http_error_response`, via
-    `app.GraphQLApp`): the one rule for the fast path and Strawberry's view.
+    Anything else (`null`, a number, a string, a boolean; `"query": 5`, `"variables":
+    []`...) raises HTTPException(400), which both executors answer like any malformed
+    body (`http_error_response`, via `app.GraphQLApp`): the one rule for the fast path
+    and Strawberry's view.
     """
-    if isinstance(data, dict | list):
+    if isinstance(data, list):
         return data
-    raise HTTPException(400, NOT_A_GRAPHQL_REQUEST)
+    if not isinstance(data, dict):
+        raise HTTPException(400, NOT_A_GRAPHQL_REQUEST)
+    for name, kind, words in _PARAMETERS:
+        value = data.get(name)
+        if value is not None and not isinstance(value, kind):
+            raise HTTPException(
+                400, f"The GraphQL operation's `{name}` must be {words} or null, if provided."
+            )
+    return data
 
 
 def is_request_error(path: object) -> TypeIs[None]:
@@ -162,16 +245,33 @@ def graphql_response(
     media_type: str,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    """The HTTP answer carrying a GraphQL response (or a batch of them) in `media_type`."""
+    """The HTTP answer carrying a GraphQL response (or a batch of them) in `media_type`.
+
+    A request refused for its budget (a request error RATE_LIMITED, `schema.cost`) is
+    429 with `Retry-After` in both media types: the spec lets a server deny a request
+    with the relevant 4xx whatever the client accepts, and HTTP clients, proxies and
+    retry policies know 429. Nothing ran, so there is no `data`."""
     status = 200
-    if (
-        media_type == GRAPHQL_RESPONSE
-        and isinstance(body, Mapping)
-        and is_request_error_response(body)
-    ):
-        status = 400
-        body = {key: value for key, value in body.items() if key != "data"}
+    if isinstance(body, Mapping) and is_request_error_response(body):
+        retry_after = _retry_after(body)
+        if retry_after is not None:
+            headers = {**(headers or {}), "Retry-After": str(retry_after)}
+            body = {key: value for key, value in body.items() if key != "data"}
+            return _graphql_response_json(body, 429, headers, media_type)
+        if media_type == GRAPHQL_RESPONSE:
+            status = 400
+            body = {key: value for key, value in body.items() if key != "data"}
     return _graphql_response_json(body, status, headers, media_type)
+
+
+def _retry_after(body: Mapping[str, Any]) -> int | None:
+    """The `retryAfter` of a request error refused as RATE_LIMITED, else None."""
+    for error in body.get("errors") or ():
+        extensions = error.get("extensions") if isinstance(error, Mapping) else None
+        if isinstance(extensions, Mapping) and extensions.get("code") == "RATE_LIMITED":
+            retry_after = extensions.get("retryAfter")
+            return retry_after if isinstance(retry_after, int) else 1
+    return None
 
 
 def persisted_query_error_response(error: PersistedQueryError, media_type: str) -> Response:
@@ -179,23 +279,33 @@ def persisted_query_error_response(error: PersistedQueryError, media_type: str) 
     refusals are 4xx already (400 malformed, 403 not trusted, 404 not in the manifest),
     and the two APQ handshake answers (`PersistedQueryNotFound`, `...NotSupported`) stay
     200, as APQ clients expect whatever they accept (`PersistedQueryError.not_found`)."""
-    return _graphql_response_json(error.response(), error.status, error.headers, media_type)
+    response = error.response()
+    count_errors(response, "http")
+    return _graphql_response_json(response, error.status, error.headers, media_type)
+
+
+# The code of a request refused before any GraphQL result exists, by its status.
+_STATUS_CODES = {
+    404: ErrorCode.NOT_FOUND,
+    413: ErrorCode.TOO_LARGE,
+    414: ErrorCode.TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    431: ErrorCode.TOO_LARGE,
+}
 
 
 def http_error_response(
     status: int, message: str, media_type: str, headers: Mapping[str, str] | None = None
 ) -> Response:
-    """A request refused before any GraphQL result exists (malformed body, wrong method).
-
-    JSON mode keeps Strawberry's plain-text answer; `application/graphql-response+json`
-    mode answers a GraphQL error response (no `data`) with the same status. A 405 says
-    what /graphql takes (`Allow: GET, POST`) unless `headers` says otherwise.
+    """A request refused before any GraphQL result exists (malformed body, wrong method,
+    too large): a GraphQL error response (no `data`) with this status, in the media type
+    the client accepts, its `extensions.code` by status (`_STATUS_CODES`, else
+    INVALID_INPUT). A 405 says what /graphql takes (`Allow: GET, POST`) unless `headers`
+    says otherwise.
     """
     if status == 405:
         headers = {"Allow": ALLOWED_METHODS, **(headers or {})}
-    if media_type != GRAPHQL_RESPONSE:
-        return PlainTextResponse(message, status, headers={**VARY, **(headers or {})})
-    code = "NOT_FOUND" if status == 404 else "INVALID_INPUT"
+    code = _STATUS_CODES.get(status, ErrorCode.INVALID_INPUT).value
     return _graphql_error(status, message, code, media_type, headers)
 
 
@@ -229,6 +339,7 @@ def _graphql_error(
     status: int, message: str, code: str, media_type: str, headers: Mapping[str, str] | None
 ) -> Response:
     body = {"errors": [{"message": message, "extensions": {"code": code}}]}
+    ERRORS.labels(code, "http").inc()
     return _graphql_response_json(body, status, headers, media_type)
 
 

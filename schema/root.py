@@ -30,6 +30,9 @@ from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
+from domain import limits
+from infra.metrics import ERRORS
+from infra.outages import UNAVAILABLE_MESSAGE, is_outage, log_outage
 from resolvers import common as common_resolvers
 from resolvers import feed as feed_resolvers
 from resolvers import live as live_resolvers
@@ -40,10 +43,13 @@ from schema import notifications as notification_schema
 from schema import social as social_schema
 from schema import stories as story_schema
 from schema.common import Node, scalar_map
-from schema.context import IsAuthenticated
+from schema.context import VIEWER_GONE, IsAuthenticated, is_viewer_gone
+from schema.cost import QueryCostExtension, QueryCosts
 from schema.documents import DocumentRegistry, PersistedQueryError
 from schema.errors import ErrorCode
 from schema.graphql_http import is_request_error
+from schema.input_operations import OperationContext
+from schema.input_strings import SafeStringLiterals, refused_stream, unsafe_variables_error
 from schema.posts import (
     CreatePostPayload,
     DeletePayload,
@@ -52,6 +58,7 @@ from schema.posts import (
     PostConnection,
     PostPayload,
 )
+from schema.streaming import pre_execution_guard
 from schema.users import AuthPayload, User, UserPayload
 from settings import Settings
 
@@ -208,6 +215,31 @@ class InstagraphSchema(strawberry.Schema):
         # Set by the app at start: every streamed operation (WebSocket, multipart HTTP)
         # names its document through it, so trusted-only mode holds on every transport.
         self.documents: DocumentRegistry | None = None
+        # Cost functions and budget charging (schema/cost.py), set by create_schema.
+        self.costs: QueryCosts | None = None
+
+    def _create_execution_context(  # Strawberry's signature
+        self,
+        query: str | None,
+        allowed_operation_types: Iterable[OperationType],
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionContext:
+        """Strawberry's, except that several operations and no name is a request error
+        (`schema.input_operations`), not the first one run."""
+        return OperationContext(
+            query=query,
+            schema=self,
+            allowed_operations=allowed_operation_types,
+            context=context_value,
+            root_value=root_value,
+            variables=variable_values,
+            provided_operation_name=operation_name,
+            operation_extensions=operation_extensions,
+        )
 
     async def execute(  # Strawberry's signature
         self,
@@ -228,6 +260,8 @@ class InstagraphSchema(strawberry.Schema):
             if allowed_operation_types is None
             else allowed_operation_types
         )
+        if refused := unsafe_variables_error(variable_values):
+            return ExecutionResult(data=None, errors=[refused])
         return await super().execute(
             query,
             variable_values=variable_values,
@@ -248,12 +282,16 @@ class InstagraphSchema(strawberry.Schema):
         operation_extensions: dict[str, Any] | None = None,
         allowed_operation_types: Iterable[OperationType] | None = None,
     ) -> StreamResult:
+        if refused := unsafe_variables_error(variable_values):
+            return refused_stream(refused)
         if self.documents is not None:
             try:
                 query = await self.documents.resolve(query, operation_extensions)
             except PersistedQueryError as error:
                 return _refused(error)
-        return await super().stream(
+        # Every streamed transport (both WebSocket protocols, multipart HTTP; `subscribe`
+        # comes here too): a document refused before it ran is a PreExecutionError.
+        source = await super().stream(
             query,
             variable_values=variable_values,
             context_value=context_value,
@@ -262,6 +300,7 @@ class InstagraphSchema(strawberry.Schema):
             operation_extensions=operation_extensions,
             allowed_operation_types=allowed_operation_types,
         )
+        return pre_execution_guard(source, self)
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -279,6 +318,19 @@ class InstagraphSchema(strawberry.Schema):
                 code = ErrorCode.QUERY_TOO_COMPLEX if too_complex else ErrorCode.INVALID_INPUT
                 extensions["code"] = code.value
                 continue
+            cause = error.original_error
+            if cause is not None and is_outage(cause):
+                # PostgreSQL or Redis down or stalled (docs/degradation.md): a fixed message,
+                # never the driver's; the client may try again.
+                log_outage(".".join(str(p) for p in error.path or ()), cause)
+                extensions["code"] = ErrorCode.SERVICE_UNAVAILABLE.value
+                extensions["requestId"] = request_id
+                error.message = UNAVAILABLE_MESSAGE
+                continue
+            if is_viewer_gone(error.original_error, context):
+                extensions["code"] = ErrorCode.UNAUTHENTICATED.value
+                error.message = VIEWER_GONE
+                continue
             log.error(
                 "unexpected error in request %s at %s",
                 request_id,
@@ -289,6 +341,8 @@ class InstagraphSchema(strawberry.Schema):
             extensions["requestId"] = request_id
             if self.production:
                 error.message = "Unexpected error."
+        for error in errors:
+            ERRORS.labels(str((error.extensions or {}).get("code")), "graphql").inc()
 
 
 async def _refused(error: PersistedQueryError) -> AsyncGenerator[PreExecutionError, None]:
@@ -303,6 +357,7 @@ def _limit_rules(settings: Settings) -> list[Any]:
     # Built once per schema, not per request: the limiters create a new rule class per
     # instance, which would make every request miss the validation cache.
     rules = [
+        SafeStringLiterals,
         *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
     ]
@@ -313,7 +368,9 @@ def _limit_rules(settings: Settings) -> list[Any]:
 
 def create_schema(settings: Settings) -> InstagraphSchema:
     rules = _limit_rules(settings)
-    return InstagraphSchema(
+    limits.check_settings(settings)  # a malformed RATE_LIMITS or TRUSTED_PROXIES stops the start
+    costs = QueryCosts(settings)
+    schema = InstagraphSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -323,9 +380,13 @@ def create_schema(settings: Settings) -> InstagraphSchema:
             lambda: AddValidationRules(rules),
             lambda: ParserCache(maxsize=PARSER_CACHE_SIZE),
             lambda: ValidationCache(maxsize=VALIDATION_CACHE_SIZE),
+            lambda: QueryCostExtension(costs),
         ],
         config=StrawberryConfig(
             disable_field_suggestions=settings.is_production, scalar_map=scalar_map()
         ),
         production=settings.is_production,
     )
+    costs.bind(schema._schema)
+    schema.costs = costs
+    return schema

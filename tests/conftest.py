@@ -81,6 +81,8 @@ def settings(tmp_root: Path) -> Iterator[Settings]:
             media_root=tmp_root / "media",
             db_pool_size=20,
             db_max_overflow=40,
+            # Budgets are charged, but bodies compare whole: tests/test_cost.py turns it on.
+            query_cost_extension=False,
         )
 
 
@@ -117,7 +119,13 @@ async def serve(settings: Settings) -> AsyncIterator[Server]:
     settings = replace(settings, public_base_url=f"http://127.0.0.1:{port}")
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio", lifespan="on"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws="websockets-sansio",
+        ws_max_size=settings.max_request_body_bytes,  # as run.py sets it
+        lifespan="on",
     )
     async with uvicorn_serving(config):
         yield Server(app=app, base_url=f"http://127.0.0.1:{port}", settings=settings)
@@ -280,6 +288,7 @@ async def clean_state(srv: Server, *, restart_identity: bool = True) -> None:
     srv.resources.recent.clear()
     srv.resources.engagement.clear()
     srv.resources.home_feed.clear_memos()
+    srv.resources.budgets.clear()
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from websockets.typing import Origin, Subprotocol
 
+from domain import posts as post_domain
 from infra.cors import (
     PREFLIGHT_MAX_AGE_SECONDS,
     CrossOriginMiddleware,
@@ -334,9 +335,19 @@ async def test_a_lone_star_allows_any_origin_without_credentials(settings):
 # -- /uploads and /media -----------------------------------------------------------------------
 
 
-async def test_an_upload_put_from_a_page_reads_its_etag(server, http):
+async def test_an_upload_put_from_a_page_reads_its_etag(server, http, factory):
+    # The app's upload route takes a PENDING post's targets only (docs/uploads-hardening.md).
+    author = await factory.user("cors")
+    async with server.engine.begin() as conn:
+        created = await post_domain.create_post(
+            conn=conn,
+            author_id=author.pk,
+            caption=None,
+            items=[post_domain.MediaSpec("image/png", len(PNG))],
+            idempotency_key=None,
+        )
     target = await server.storage.upload_target(
-        "originals/1/cors",
+        created.media[0].original_key,
         content_type="image/png",
         max_bytes=1024,
         declared_bytes=len(PNG),

@@ -103,9 +103,11 @@ async def test_a_nul_or_a_lone_surrogate_is_invalid_input(http, escaped):
         "/graphql", content=body.encode(), headers={"Content-Type": "application/json"}
     )
 
-    assert response.status_code == 200, response.text
+    # Refused before anything runs (issue 10): a lone surrogate by the body's JSON
+    # parser (400), NUL by the variables' check (a request error, no data).
+    assert response.status_code in (200, 400), response.text
     answer = response.json()
-    assert answer["data"] == {"hashtag": None}
+    assert answer.get("data") is None
     assert [error["extensions"]["code"] for error in answer["errors"]] == ["INVALID_INPUT"]
 
 

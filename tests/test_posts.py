@@ -144,16 +144,23 @@ async def test_size_other_than_declared_fails_and_the_object_is_deleted(media_se
     declared = jpeg_bytes(800, 600)
     created = await create_post(gql, author.token, [("image/jpeg", declared)])
     target = created["uploads"][0]
-    # A smaller body than declared is accepted by both stores...
-    assert (await upload(target, declared[:-100])).status_code in (200, 201, 204)
+    async with media_server.engine.connect() as conn:
+        key = await conn.scalar(text("SELECT original_key FROM media"))
+    short = declared[:-100]
+    if media_server.settings.storage_backend == "local":
+        # The local route refuses a Content-Length other than the declared size (issue
+        # 10), so the short body goes in directly, as into a store that checks nothing...
+        assert (await upload(target, short)).status_code == 400
+        await media_server.storage.put(key, short, "image/jpeg", cache_immutable=False)
+    else:
+        # ...as S3 takes it (the POST policy bounds the size from above only)...
+        assert (await upload(target, short)).status_code in (200, 201, 204)
     post_id = created["post"]["id"]
     assert (await gql(COMPLETE, token=author.token, id=post_id))["completeUpload"]["errors"] == []
     # ...but the worker checks the bytes itself.
     post = await wait_for_post(gql, author.token, post_id)
     assert post["status"] == "FAILED"
     assert "declared" in post["failureReason"]
-    async with media_server.engine.connect() as conn:
-        key = await conn.scalar(text("SELECT original_key FROM media"))
     assert await media_server.storage.head(key) is None
 
 
@@ -319,7 +326,7 @@ async def test_delete_post_is_author_only_and_removes_it_everywhere(media_server
     async with media_server.engine.connect() as conn:
         keys = (await conn.execute(text("SELECT original_key, rendition_keys FROM media"))).one()
     pk = from_global_id(post_id)[1]
-    await Job(f"delete_post:{pk}", media_server.resources.jobs).result(timeout=30)
+    await Job(f"post_deleted:{pk}", media_server.resources.jobs).result(timeout=30)
     assert await media_server.storage.head(keys[0]) is None
     for key in keys[1].values():
         assert await media_server.storage.head(key) is None

@@ -10,14 +10,20 @@ read; transient faults (storage or database unreachable) retry with backoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import tempfile
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from arq.constants import job_key_prefix
+
 from domain import posts as post_domain
+from domain import uploads as upload_domain
+from domain.outbox import best_effort, pending_process_posts, write_invalidation
 from domain.posts import MediaOutcome
 from infra.images import (
     PHOTO_TYPES,
@@ -29,11 +35,17 @@ from infra.images import (
     render_video,
     sniff_content_type,
 )
-from infra.storage import Storage
+from infra.storage import ObjectNotFound, Storage
 from models import DbRow, PostStatus
 from settings import Settings
+from workers import liveness
 from workers.feed import kick_relay
-from workers.jobs import enqueue_process_post, retry_later
+from workers.jobs import (
+    enqueue_late_upload_sweep,
+    enqueue_process_post,
+    process_post_job_id,
+    retry_later,
+)
 
 log = logging.getLogger("instagraph.worker.media")
 
@@ -65,20 +77,42 @@ async def _store_renditions(
     return keys
 
 
-async def _verify(storage: Storage, settings: Settings, item: DbRow) -> str:
-    """The object's real content type, after checking it exists and its size is honest."""
+async def _fetch_verified(storage: Storage, settings: Settings, item: DbRow, source: Path) -> str:
+    """Read the uploaded object ONCE into `source` and check that copy (its size is the
+    declared one, its sniffed type an accepted one); return its real content type.
+
+    Everything after this reads `source`, never the store again: on S3 a presigned POST
+    cannot be revoked, and a body written to the upload key later (or between two reads)
+    never reaches the renditions (docs/uploads-hardening.md). A HEAD first refuses an
+    object of the wrong size before downloading it.
+    """
     number = item.position + 1
+    limit = settings.photo_max_bytes if item.kind == "PHOTO" else settings.video_max_bytes
+
+    async def reject(size: int) -> MediaRejected:
+        await storage.delete_many([item.original_key])
+        return MediaRejected(
+            f"Media {number} is {size} bytes, but {item.byte_size} were declared (limit {limit})."
+        )
+
     info = await storage.head(item.original_key)
     if info is None:
         raise MediaRejected(f"Media {number} was not uploaded.")
-    limit = settings.photo_max_bytes if item.kind == "PHOTO" else settings.video_max_bytes
     if info.size > limit or info.size != item.byte_size:
-        await storage.delete_many([item.original_key])
-        raise MediaRejected(
-            f"Media {number} is {info.size} bytes, but {item.byte_size} were declared "
-            f"(limit {limit})."
-        )
-    detected = sniff_content_type(await storage.read_head(item.original_key, SNIFF_BYTES))
+        raise await reject(info.size)
+    try:
+        await storage.download_to(item.original_key, source)
+    except ObjectNotFound as exc:
+        raise MediaRejected(f"Media {number} was not uploaded.") from exc
+
+    def read_head() -> tuple[int, bytes]:
+        with source.open("rb") as fh:
+            return source.stat().st_size, fh.read(SNIFF_BYTES)
+
+    size, head = await asyncio.to_thread(read_head)
+    if size != item.byte_size:  # replaced between the HEAD and the download
+        raise await reject(size)
+    detected = sniff_content_type(head)
     accepted = PHOTO_TYPES if item.kind == "PHOTO" else VIDEO_TYPES
     if detected not in accepted:
         await storage.delete_many([item.original_key])
@@ -109,9 +143,8 @@ async def process_media_item(
     `MediaRejected` for bad media; anything else is a transient fault for the caller.
     """
     storage: Storage = ctx["resources"].storage
-    detected = await _verify(storage, ctx["settings"], item)
     source = work / f"{item.id}.original"
-    await storage.download_to(item.original_key, source)
+    detected = await _fetch_verified(storage, ctx["settings"], item, source)
     if item.kind == "PHOTO":
         photo = await _cpu(ctx, functools.partial(render_photo, frame=frame), source)
         return MediaOutcome(
@@ -150,7 +183,19 @@ async def _process_media(
     )
 
 
+# A PROCESSING post with neither a worker on it nor a queued job is orphaned (its job
+# was lost) after this long: completeUpload commits PROCESSING just before the job (or
+# its outbox row) is sent. Which worker runs a post's job is arq's `on_job_start` record
+# (`liveness.job_started`), per attempt: `worker:job:process_post:<id>:<attempt>`.
+ORPHAN_GRACE_SECONDS = 30
+
+
 async def process_post(ctx: dict[str, Any], post_id: int) -> str:
+    """Verify and render a post's media, then mark it READY (`_process_post`)."""
+    return await _process_post(ctx, post_id)
+
+
+async def _process_post(ctx: dict[str, Any], post_id: int) -> str:
     """Verify and render every media item, then mark the post READY in one transaction.
 
     Idempotent: rendition keys are deterministic, and `mark_ready` only moves a post
@@ -177,6 +222,8 @@ async def process_post(ctx: dict[str, Any], post_id: int) -> str:
         retry_later(ctx, exc, f"post {post_id}")
     async with engine.begin() as conn:
         ready = await post_domain.mark_ready(conn=conn, post_id=post_id, outcomes=outcomes)
+        if ready is not None:  # its post count moved: the cached record goes (domain.outbox)
+            await write_invalidation(conn=conn, users=[ready.author_id])
     if ready is None:
         async with engine.connect() as conn:
             still_there = await post_domain.post_row(conn=conn, post_id=post_id)
@@ -184,8 +231,12 @@ async def process_post(ctx: dict[str, Any], post_id: int) -> str:
             # Deleted while we rendered: the delete job may have run before our writes.
             await delete_post_objects(ctx, post_id)
         return "skipped"
-    await ctx["resources"].recent.forget_users([ready.author_id])  # its post count moved
-    await kick_relay(ctx)
+    # Its post count moved: at once, best effort (mark_ready's `invalidate` row is the
+    # guarantee); then its own fan-out row, not behind the backlog.
+    await best_effort(
+        ctx["resources"].recent.forget_users([ready.author_id]), f"user {ready.author_id}: record"
+    )
+    await kick_relay(ctx, post_id)
     return "ready"
 
 
@@ -194,11 +245,63 @@ async def delete_post_objects(ctx: dict[str, Any], post_id: int) -> None:
     storage: Storage = ctx["resources"].storage
     async with ctx["resources"].engine.connect() as conn:
         items = await post_domain.media_rows(conn=conn, post_ids=[post_id])
+    # The late pass first (idempotent): if the store fails below, the job retries, and
+    # should it give up, the late pass still deletes the originals. (Redis down: the
+    # objects still go, and the job's retry schedules the pass.)
+    try:
+        await schedule_late_upload_sweep(ctx, post_id)
+    finally:
+        await _delete_originals(storage, post_id, items)
+        await storage.delete_prefix(f"renditions/{post_id}/")
+
+
+async def _delete_originals(storage: Storage, post_id: int, items: list[DbRow]) -> None:
+    """A deleted post's uploads: its open multipart uploads aborted (an unknown or
+    finished one is fine), then its originals."""
     for item in items:
         if item.upload_id is not None:
             await storage.abort_multipart(item.original_key, item.upload_id)
     await storage.delete_prefix(f"originals/{post_id}/")
-    await storage.delete_prefix(f"renditions/{post_id}/")
+
+
+# Past the last upload URL's expiry: a URL signed as the post was being deleted (a
+# createPost retry racing deletePost) expires within this margin too.
+LATE_UPLOAD_MARGIN_SECONDS = 300
+
+
+async def schedule_late_upload_sweep(ctx: dict[str, Any], post_id: int) -> None:
+    """Once a deleted post's objects are gone, come back when its last upload URL has
+    expired (`delete_late_uploads`): an S3 presigned POST cannot be revoked, and one
+    used after the deletion writes an object no one would delete. Nothing to schedule
+    when that moment has passed (this is the late pass itself, or a late retry)."""
+    settings: Settings = ctx["settings"]
+    if settings.storage_backend == "local":
+        return  # the local upload route asks the gate: a deleted post's URL refuses
+    async with ctx["resources"].engine.connect() as conn:
+        deleted = await upload_domain.deleted_at(conn=conn, post_id=post_id)
+    if deleted is None:
+        return
+    when = deleted + timedelta(seconds=settings.upload_ttl_seconds + LATE_UPLOAD_MARGIN_SECONDS)
+    if when > datetime.now(UTC):
+        await enqueue_late_upload_sweep(ctx["resources"].jobs, post_id, when)
+
+
+async def delete_late_uploads(ctx: dict[str, Any], post_id: int) -> str:
+    """The deleted post's objects, again: what an upload URL wrote after the first
+    clean-up, and whatever that clean-up left if the store failed it for good (open
+    multipart uploads, renditions: the worker writes none for a deleted post)."""
+    storage: Storage = ctx["resources"].storage
+    try:
+        async with ctx["resources"].engine.connect() as conn:
+            deleted = await upload_domain.deleted_at(conn=conn, post_id=post_id)
+            items = await post_domain.media_rows(conn=conn, post_ids=[post_id])
+        if deleted is None:  # never for a live post
+            return "skipped"
+        await _delete_originals(storage, post_id, items)
+        await storage.delete_prefix(f"renditions/{post_id}/")
+    except Exception as exc:
+        retry_later(ctx, exc, f"deleted post {post_id}: late uploads")
+    return "deleted"
 
 
 async def abandon_post(ctx: dict[str, Any], post_id: int) -> bool:
@@ -209,40 +312,122 @@ async def abandon_post(ctx: dict[str, Any], post_id: int) -> bool:
         items = await post_domain.abandon_pending(conn=conn, post_id=post_id)
     if items is None:
         return False
-    storage = ctx["resources"].storage
-    for item in items:
-        if item.upload_id is not None:
-            await storage.abort_multipart(item.original_key, item.upload_id)
-    await storage.delete_prefix(f"originals/{post_id}/")
+    # The late pass first: the post is abandoned now, so no later sweep sees it again;
+    # if the store fails below, the late pass still deletes what is left.
+    try:
+        await schedule_late_upload_sweep(ctx, post_id)
+    finally:
+        await _delete_originals(ctx["resources"].storage, post_id, items)
     return True
 
 
+async def _unattended(
+    ctx: dict[str, Any], *, dead_only: bool = False
+) -> tuple[dict[int, int], set[int]]:
+    """PROCESSING posts no live worker is on: (orphans, busy), orphans with the attempt
+    count they were seen at.
+
+    Orphans are posts whose current attempt's worker is dead (`liveness.dead`: gone from
+    this machine, at once; elsewhere, once its heartbeat expired) or, unless `dead_only`,
+    that have neither a worker nor a queued job ORPHAN_GRACE_SECONDS (by PostgreSQL's
+    clock) after they last changed (the job was lost). Busy posts have a worker on them
+    that is not known dead: never retried, however long they take.
+    """
+    resources = ctx["resources"]
+    async with resources.engine.connect() as conn:
+        rows = await post_domain.processing_posts(conn=conn, grace_seconds=ORPHAN_GRACE_SECONDS)
+    if not rows:
+        return {}, set()
+    job_ids = [process_post_job_id(row.id, row.processing_attempts) for row in rows]
+    owners = await liveness.job_owners(resources.redis, job_ids)
+    queued: list[Any] = [True] * len(rows)
+    if not dead_only:
+        async with resources.jobs.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.exists(job_key_prefix + job_id)
+            queued = await pipe.execute()
+    gone = await liveness.dead(
+        resources.redis,
+        {owner for owner in owners if owner is not None},
+        ctx["worker"].name,
+        watched_for=liveness.watched_for(ctx),
+        interval=ctx["settings"].worker_heartbeat_seconds,
+    )
+    orphans: dict[int, int] = {}
+    busy: set[int] = set()
+    for row, owner, has_job in zip(rows, owners, queued, strict=True):
+        if owner is not None and owner not in gone:
+            busy.add(row.id)
+        elif owner is not None or (not has_job and row.past_grace):
+            orphans[row.id] = row.processing_attempts
+    return orphans, busy
+
+
 async def sweep_posts(ctx: dict[str, Any]) -> dict[str, int]:
-    """Re-enqueue posts stuck in PROCESSING (a worker died mid-job), fail those that
-    keep failing, and clean up PENDING posts whose bytes never came."""
+    """Re-enqueue PROCESSING posts whose worker died mid-job (at once: the start-up
+    sweep of a replacement worker finishes them) or whose job was lost, and those stuck
+    past PROCESSING_TIMEOUT_SECONDS with no live worker on them; fail those that keep
+    failing, and clean up PENDING posts whose bytes never came."""
     settings: Settings = ctx["settings"]
     engine = ctx["resources"].engine
     counts = {"retried": 0, "failed": 0, "abandoned": 0}
     async with engine.connect() as conn:
         stuck = await post_domain.stuck_posts(conn=conn, settings=settings)
+    orphans, busy = await _unattended(ctx)
+    retry = {
+        row.id: row.processing_attempts for row in stuck if row.status == PostStatus.PROCESSING
+    }
+    retry.update(orphans)
     for row in stuck:
-        if row.status == PostStatus.PENDING:
+        if row.status != PostStatus.PENDING:
+            continue
+        try:
             if await abandon_post(ctx, row.id):
                 counts["abandoned"] += 1
-            continue
-        async with engine.begin() as conn:
-            attempts = await post_domain.note_retry(conn=conn, post_id=row.id)
-            if attempts > settings.max_processing_attempts:
+        except Exception as exc:  # one post's trouble must not stop the sweep
+            log.warning("sweep: abandoning post %s failed: %r", row.id, exc)
+    async with engine.connect() as conn:  # attempt 1 still on its way (the relay is behind)
+        busy |= await pending_process_posts(conn=conn, post_ids=retry)
+    await _retry_posts(ctx, {pk: seen for pk, seen in retry.items() if pk not in busy}, counts)
+    if any(counts.values()):
+        log.info("sweep: %s", counts)
+    return counts
+
+
+async def retry_dead_workers_posts(ctx: dict[str, Any]) -> dict[str, int]:
+    """The cheap part of `sweep_posts`, run every heartbeat interval by each worker
+    (workers.settings): only the posts whose worker is known dead."""
+    counts = {"retried": 0, "failed": 0}
+    orphans, _ = await _unattended(ctx, dead_only=True)
+    await _retry_posts(ctx, orphans, counts)
+    if any(counts.values()):
+        log.info("dead workers' posts: %s", counts)
+    return counts
+
+
+async def _retry_posts(ctx: dict[str, Any], seen: dict[int, int], counts: dict[str, int]) -> None:
+    """One more attempt for each post, if its attempt count is still the one seen (two
+    sweeps at once: only one retries a post), or FAILED past MAX_PROCESSING_ATTEMPTS."""
+    settings: Settings = ctx["settings"]
+    for post_id, attempts_seen in sorted(seen.items()):
+        async with ctx["resources"].engine.begin() as conn:
+            attempts = await post_domain.note_retry(
+                conn=conn, post_id=post_id, seen_attempts=attempts_seen
+            )
+            if attempts and attempts > settings.max_processing_attempts:
                 await post_domain.mark_failed(
                     conn=conn,
-                    post_id=row.id,
+                    post_id=post_id,
                     reason="Processing kept failing; please post again.",
                 )
                 counts["failed"] += 1
                 continue
         if attempts:
-            await enqueue_process_post(ctx["resources"].jobs, row.id, attempt=attempts)
+            # The dead attempt's owner record goes (arq re-runs that job ~610 s later,
+            # and it finds the post READY); the new attempt has its own job id.
+            with contextlib.suppress(Exception):
+                await liveness.job_ended(
+                    ctx["resources"].redis, process_post_job_id(post_id, attempts_seen)
+                )
+            await enqueue_process_post(ctx["resources"].jobs, post_id, attempt=attempts)
             counts["retried"] += 1
-    if any(counts.values()):
-        log.info("sweep: %s", counts)
-    return counts

@@ -38,7 +38,7 @@ async def deliver_notifications(ctx: dict[str, Any], event_id: int, payload: dic
         # marked sent, so this job is the notification's only way in. arq retries only
         # on Retry; any other exception would drop it for good. Nothing was committed,
         # and the job is idempotent, so another try is safe.
-        retry_later(ctx, exc, f"outbox row {event_id}: delivery")
+        retry_later(ctx, exc, f"outbox row {event_id}: delivery", patient=True)
     if created:
         try:
             await publish_if_live(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,8 @@ from infra.images import STORY_FRAME, MediaRejected
 from infra.storage import Storage
 from models import PostStatus
 from settings import Settings
-from workers.jobs import enqueue_process_story, retry_later
-from workers.media import process_media_item
+from workers.jobs import enqueue_late_story_upload_sweep, enqueue_process_story, retry_later
+from workers.media import LATE_UPLOAD_MARGIN_SECONDS, process_media_item
 
 log = logging.getLogger("instagraph.worker.stories")
 
@@ -126,6 +127,7 @@ async def cleanup_stories(ctx: dict[str, Any]) -> int:
     engine = ctx["resources"].engine
     storage: Storage = ctx["resources"].storage
     ttl = story_domain.story_ttl(ctx["settings"])
+    late = late_upload_delay(ctx["settings"], ttl)
     deleted = 0
     while True:
         async with engine.connect() as conn:
@@ -133,6 +135,9 @@ async def cleanup_stories(ctx: dict[str, Any]) -> int:
         if not gone:
             break
         for row in gone:
+            if late is not None:  # first: idempotent, and it covers a failure below
+                when = datetime.now(UTC) + late
+                await enqueue_late_story_upload_sweep(ctx["resources"].jobs, row.id, when)
             await _delete_objects(storage, row.id, upload_id=row.upload_id, key=row.original_key)
         async with engine.begin() as conn:
             count = await story_domain.delete_stories(
@@ -144,3 +149,28 @@ async def cleanup_stories(ctx: dict[str, Any]) -> int:
     if deleted:
         log.info("stories cleanup: %s deleted", deleted)
     return deleted
+
+
+def late_upload_delay(settings: Settings, ttl: timedelta) -> timedelta | None:
+    """How long after a story's clean-up its upload URL may still work, or None when it
+    cannot (docs/uploads-hardening.md). A story's one URL is signed as it is created,
+    and a story is cleaned up `ttl` after its creation at the earliest, so the URL is
+    dead by then unless UPLOAD_TTL_SECONDS (plus the margin) exceeds the story TTL. The
+    local route asks the gate instead: never needed there."""
+    if settings.storage_backend == "local":
+        return None
+    delay = timedelta(seconds=settings.upload_ttl_seconds + LATE_UPLOAD_MARGIN_SECONDS) - ttl
+    return delay if delay > timedelta(0) else None
+
+
+async def delete_late_story_uploads(ctx: dict[str, Any], story_id: int) -> str:
+    """A cleaned-up story's objects, again, once its upload URL has expired: what a
+    presigned POST wrote after the clean-up (story ids are never reused)."""
+    try:
+        async with ctx["resources"].engine.connect() as conn:
+            if await story_domain.story_row(conn=conn, story_id=story_id) is not None:
+                return "skipped"  # never for a story still there
+        await _delete_objects(ctx["resources"].storage, story_id, upload_id=None, key=None)
+    except Exception as exc:
+        retry_later(ctx, exc, f"deleted story {story_id}: late uploads")
+    return "deleted"

@@ -52,6 +52,10 @@ from infra.resources import Resources
 from infra.security import issue_token
 from settings import Settings
 
+# The query budget of every bench user (points an hour): charged like production's,
+# never spent under the bench's load. "unlimited" runs the same app with budgets off.
+BENCH_BUDGET_POINTS = 1_000_000_000
+
 
 class Interrupted(Exception):
     """SIGTERM: unwind through every cleanup, as Ctrl-C does."""
@@ -197,6 +201,9 @@ class FeedBench:
             public_port=public_port,
             CELEBRITY_FOLLOWER_THRESHOLD=str(threshold),
             FEED_CAP=str(self.cfg.feed_cap),
+            # Budgets charged as in production (leases, `extensions.cost`), but too large to
+            # run out under the bench's load (docs/limits.md).
+            QUERY_BUDGET_POINTS=str(BENCH_BUDGET_POINTS),
         )
 
     async def start_targets(self) -> list[Target]:
@@ -208,11 +215,15 @@ class FeedBench:
         base = await start_server(
             self.children, "baselines", "bench.feed.apps:create_app", self.env, factory=True
         )
+        # The same app with no cost limits at all: what budgets cost the feed's hot path.
+        unlimited_env = dict(self.env, QUERY_BUDGET_POINTS="0", MAX_QUERY_COST="0")
+        unlimited = await start_server(self.children, "ours_unlimited", "app:app", unlimited_env)
         progress(f"  servers up: ours :{ours.port} (pid {ours.pids[0]}), baselines :{base.port}")
         return [
             Target("ours", ours, "/graphql"),
             Target("naive", base, "/naive"),
             Target("floor", base, "/floor"),
+            Target("unlimited", unlimited, "/graphql"),
         ]
 
     async def reads_today(self, net: Network, targets: list[Target], tokens: list[str]) -> None:

@@ -34,6 +34,16 @@ def goals(report: dict[str, Any]) -> list[Goal]:
     reads = report["reads"]
     today = reads["today"]
     ours, naive, floor = (_rps(today, n) for n in ("ours", "naive", "floor"))
+    if "unlimited" in today:  # the same app with query cost budgets off (docs/limits.md)
+        unlimited = _rps(today, "unlimited")
+        out.append(
+            Goal(
+                "feed page: with cost budgets / without, saturation throughput",
+                f"{ours / unlimited:.0%} ({ours:,.0f} vs {unlimited:,.0f} req/s)",
+                "nothing measurable: >= 95% (noise of one run)",
+                ours / unlimited >= 0.95,
+            )
+        )
     out.append(
         Goal(
             "feed page: ours / floor saturation throughput",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import OrderedDict
@@ -18,6 +19,9 @@ from domain.feed import queries
 from domain.records import RecentRecords, fetch_posts
 from infra.cache import RecordCache, Rider
 from infra.feedstore import FeedPage, FeedStore
+from infra.metrics import FEED_HIT, FEED_MISS, FEED_READS
+from infra.outages import Overloaded
+from infra.redis import log_fallback
 from models import PostStatus
 from settings import Settings
 from workers.jobs import enqueue_announce_celebrity, enqueue_backfill_author
@@ -71,6 +75,11 @@ class HomeFeed:
         self.jobs = jobs
         # Per process, a hint only: which celebrities each recent reader followed.
         self._known_celebrities: OrderedDict[int, tuple[int, ...]] = OrderedDict()
+        # Feed pages being read from PostgreSQL because Redis failed (`page_ids`).
+        self.fallback_limit = settings.feed_fallback_concurrency or max(
+            1, settings.db_pool_size // 2
+        )
+        self._fallbacks = 0
 
     # -- reading -------------------------------------------------------------------
 
@@ -89,7 +98,8 @@ class HomeFeed:
         found = await fetch_posts(self.engine, self.cache, ids, rider=rider)
         gone = [i for i in ids if i not in found]
         if gone:  # deleted after fan-out: drop the stale ids from the viewer's feed
-            await self.feeds.remove_from_feed(viewer_id, gone)
+            with contextlib.suppress(RedisError):  # or at a later read
+                await self.feeds.remove_from_feed(viewer_id, gone)
         shown = [found[i] for i in ids if i in found and found[i].post.status == PostStatus.READY]
         page = shown[:first]
         authors = await self.recent.users(list({r.post.author_id for r in page}))
@@ -105,13 +115,41 @@ class HomeFeed:
     async def page_ids(self, viewer_id: int, *, below: int | None, count: int) -> list[int]:
         """The viewer's next `count` feed ids below the cursor, newest first: their Redis
         feed merged with the posts of the celebrities they follow, continued from
-        PostgreSQL past what Redis holds, rebuilt first if Redis lost it."""
+        PostgreSQL past what Redis holds, rebuilt first if Redis lost it.
+
+        When Redis fails (down, stalled, refusing: see `infra.redis`), the rebuild's query
+        answers the page alone (every followed author, celebrities too), and nothing is
+        written back: the first read after Redis returns rebuilds the feed there. At
+        most `fallback_limit` such queries run at once in this process; a read beyond it
+        is refused at once (`Overloaded`: SERVICE_UNAVAILABLE) rather than queueing for
+        the pool into the database timeout (docs/degradation.md)."""
+        try:
+            return await self._page_ids(viewer_id, below=below, count=count)
+        except RedisError as error:
+            if self._fallbacks >= self.fallback_limit:
+                FEED_READS.labels("shed").inc()
+                raise Overloaded("too many feed pages read from PostgreSQL at once") from error
+            log_fallback("feed pages", error)
+            FEED_READS.labels("fallback").inc()
+            self._fallbacks += 1
+            try:
+                async with self.engine.connect() as conn:
+                    return await queries.home_feed_ids(
+                        conn=conn, viewer_id=viewer_id, below=below, limit=count
+                    )
+            finally:
+                self._fallbacks -= 1
+
+    async def _page_ids(self, viewer_id: int, *, below: int | None, count: int) -> list[int]:
         feeds = self.feeds
         # The celebrities this viewer followed last time, pulled in the same round trip
         # as the feed; the list read there says whether the guess still holds.
         guess = self._known_celebrities.get(viewer_id, ())
         page = await feeds.read(viewer_id, below=below, count=count, pull_from=guess)
-        if not page.maintained:
+        if page.maintained:
+            FEED_HIT.inc()
+        else:
+            FEED_MISS.inc()
             page = await self._rebuild(viewer_id, below, count)
         celebrities = await self.celebrities(viewer_id, page)
         self._remember_celebrities(viewer_id, celebrities)
@@ -167,6 +205,7 @@ class HomeFeed:
         cap = self.settings.feed_cap
         token = uuid.uuid4().hex
         if await feeds.lock_rebuild(viewer_id, token):
+            FEED_READS.labels("rebuild").inc()
             try:
                 # Opened before reading PostgreSQL, so a post fanned out meanwhile is kept.
                 await feeds.begin_rebuild(viewer_id)
@@ -200,15 +239,43 @@ class HomeFeed:
         """A follow edge appeared (follow, approved request) or went away (unfollow,
         block). Follow backfills the followee's recent posts into the follower's feed;
         unfollow takes them out. A followee crossing the celebrity threshold stales every
-        cached celebrity list, and one falling below it gets its recent posts pushed to
-        its followers (readers stop pulling them). A live subscription of the follower
-        is told to re-read which celebrity channels it listens to."""
+        cached celebrity list at once; the crossing's jobs (`act_on_crossing`) come from
+        the edge's outbox row only, once. A live subscription of the follower is told to
+        re-read which celebrity channels it listens to."""
         try:
-            await self._follow_changed(follower_id, followee_id, added=added, followers=followers)
+            await self._follow_changed(follower_id, followee_id, added=added)
+            if self.crosses_threshold(added=added, followers=followers):
+                await self.feeds.bump_celebrity_epoch()
         finally:
             # Again once the feed work is done (the caller told them before it, see
             # `tell_follows_changed`): a celebrity's channel must not outlive the edge.
             await self.tell_follows_changed([follower_id])
+
+    def crosses_threshold(self, *, added: bool, followers: int) -> bool:
+        """`followers` is the count the edge's transaction left: exactly one change sees
+        the threshold crossed, whatever runs concurrently."""
+        threshold = self.settings.celebrity_follower_threshold
+        return followers == (threshold if added else threshold - 1)
+
+    async def act_on_crossing(
+        self, followee_id: int, *, added: bool, followers: int, crossing: int
+    ) -> bool:
+        """The edge's job (`workers.outbox.follow_changed`), whether or not the edge was
+        reversed since (its reversal is a crossing of its own): when this change crossed
+        the threshold, every cached celebrity list goes stale, and live followers start
+        listening to the author's channel (upwards) or the author's recent posts are
+        pushed to followers (downwards). The jobs are named by `crossing` (the outbox
+        row's id), so a repeated or retried run enqueues them once. Returns whether the
+        threshold was crossed."""
+        if not self.crosses_threshold(added=added, followers=followers):
+            return False
+        await self.feeds.bump_celebrity_epoch()
+        if self.jobs is not None:
+            if added:  # live followers must start listening to the author's channel
+                await enqueue_announce_celebrity(self.jobs, followee_id, crossing=crossing)
+            else:
+                await enqueue_backfill_author(self.jobs, followee_id, crossing=crossing)
+        return True
 
     async def tell_follows_changed(self, user_ids: list[int]) -> None:
         """Have these users' live subscriptions re-read whom to listen to. Best effort,
@@ -220,9 +287,7 @@ class HomeFeed:
             except RedisError:
                 log.warning("could not tell %d's live subscriptions", user_id, exc_info=True)
 
-    async def _follow_changed(
-        self, follower_id: int, followee_id: int, *, added: bool, followers: int
-    ) -> None:
+    async def _follow_changed(self, follower_id: int, followee_id: int, *, added: bool) -> None:
         cap = self.settings.feed_cap
         async with self.engine.connect() as conn:
             recent = await queries.recent_post_ids(conn=conn, author_id=followee_id, limit=cap + 1)
@@ -232,16 +297,6 @@ class HomeFeed:
         else:
             await self.feeds.remove_from_feed(follower_id, recent)
         await self.feeds.forget_celebrities(follower_id)
-        # `followers` is the count this transaction left: exactly one change sees the
-        # threshold crossed, whatever runs concurrently.
-        threshold = self.settings.celebrity_follower_threshold
-        if followers == (threshold if added else threshold - 1):
-            epoch = await self.feeds.bump_celebrity_epoch()
-            if self.jobs is not None:
-                if added:  # live followers must start listening to the author's channel
-                    await enqueue_announce_celebrity(self.jobs, followee_id, epoch=epoch)
-                else:
-                    await enqueue_backfill_author(self.jobs, followee_id, epoch=epoch)
 
     async def post_deleted(self, author_id: int, post_id: int) -> None:
         """Gone from every feed at once: the cached copy becomes a tombstone (feeds that

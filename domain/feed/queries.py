@@ -3,48 +3,30 @@ the source of truth when Redis does not have it."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from models import Follow, OutboxEvent, Post, PostStatus, User, table_of
+from domain import outbox as outbox_kinds
+from models import Follow, Post, PostStatus, User, table_of
 
 posts = table_of(Post)
 follows = table_of(Follow)
 users = table_of(User)
-outbox = table_of(OutboxEvent)
 
-FAN_OUT = "fan_out"
+# The outbox lives in `domain.outbox`; the READY transition writes its fan-out row here.
+FAN_OUT = outbox_kinds.FAN_OUT
+unsent_events = outbox_kinds.unsent_events
+mark_sent = outbox_kinds.mark_sent
 
 
 async def write_fan_out_event(*, conn: AsyncConnection, post_id: int, author_id: int) -> None:
-    """Called by the READY transition, in its transaction: the post will be fanned out."""
-    await conn.execute(
-        insert(outbox).values(kind=FAN_OUT, payload={"post_id": post_id, "author_id": author_id})
-    )
-
-
-async def unsent_events(*, conn: AsyncConnection, limit: int = 200) -> list[Any]:
-    """Unsent outbox rows, locked so that two relays never send the same row at once."""
-    return list(
-        (
-            await conn.execute(
-                select(outbox.c.id, outbox.c.kind, outbox.c.payload)
-                .where(outbox.c.sent_at.is_(None))
-                .order_by(outbox.c.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
-    )
-
-
-async def mark_sent(*, conn: AsyncConnection, event_ids: list[int]) -> None:
-    if event_ids:
-        await conn.execute(
-            update(outbox).where(outbox.c.id.in_(event_ids)).values(sent_at=func.now())
-        )
+    """Called by the READY transition, in its transaction: the post will be fanned out.
+    `ready_at` (epoch seconds) times the fan-out's lag (`instagraph_fan_out_lag_seconds`)."""
+    payload = {"post_id": post_id, "author_id": author_id, "ready_at": time.time()}
+    await outbox_kinds.write_event(conn=conn, kind=FAN_OUT, payload=payload)
 
 
 async def follower_batch(

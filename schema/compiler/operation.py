@@ -280,6 +280,8 @@ class DocumentCompiler:
         for extension in schema.get_extensions():
             if isinstance(extension, (ParserCache, ValidationCache)):
                 continue
+            if getattr(extension, "handled_by_fast_path", False):
+                continue  # applied around the compiled plan too (schema.cost, schema.fast_path)
             if isinstance(extension, MaxTokensLimiter):
                 self.max_tokens = extension.max_token_count
             elif isinstance(extension, AddValidationRules):
@@ -364,11 +366,11 @@ class DocumentCompiler:
         fragments = {
             d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
         }
-        # Strawberry's choice: the named operation, else the first one (which graphql-core
-        # then runs only if it is alone or named).
+        # graphql-core's choice: the named operation, else the only one. Several and no
+        # name is a request error, which Strawberry's path reports (INVALID_INPUT).
         if operation_name is not None:
             chosen = [o for o in operations if o.name and o.name.value == operation_name]
-        elif len(operations) == 1 or (operations and operations[0].name):
+        elif len(operations) == 1:
             chosen = operations[:1]
         else:
             chosen = []
