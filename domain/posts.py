@@ -113,6 +113,17 @@ def original_key(post_id: int, media_id: int) -> str:
     return f"originals/{post_id}/{media_id}"
 
 
+def verified_prefix(post_id: int) -> str:
+    return f"verified/{post_id}/"
+
+
+def verified_key(post_id: int, media_id: int, token: str) -> str:
+    """Where the worker keeps the original it verified (S3): a key no upload URL names,
+    new for each attempt (`token`), so a later POST to the upload key never reaches it
+    and two attempts never write the same key (docs/uploads-hardening.md)."""
+    return f"{verified_prefix(post_id)}{media_id}-{token}"
+
+
 def rendition_key(post_id: int, media_id: int, size: str, fmt: str) -> str:
     extension = "jpg" if fmt == "JPEG" else fmt.lower()
     return f"renditions/{post_id}/{media_id}/{size.lower()}.{extension}"
@@ -273,6 +284,24 @@ class MediaOutcome:
     rendition_keys: dict[str, str]
     duration_seconds: float | None = None
     video_key: str | None = None
+    # The verified copy of the original (S3): the row's `original_key` moves to it.
+    original_key: str | None = None
+
+
+def media_outcome_values(outcome: MediaOutcome) -> dict[str, object]:
+    """A media row's columns once processed (posts and stories)."""
+    values: dict[str, object] = {
+        "detected_type": outcome.detected_type,
+        "width": outcome.width,
+        "height": outcome.height,
+        "placeholder": outcome.placeholder,
+        "rendition_keys": outcome.rendition_keys,
+        "duration_seconds": outcome.duration_seconds,
+        "video_key": outcome.video_key,
+    }
+    if outcome.original_key is not None:
+        values["original_key"] = outcome.original_key
+    return values
 
 
 async def mark_ready(
@@ -303,15 +332,7 @@ async def mark_ready(
         await conn.execute(
             update(media)
             .where(media.c.id == outcome.media_id, media.c.post_id == post_id)
-            .values(
-                detected_type=outcome.detected_type,
-                width=outcome.width,
-                height=outcome.height,
-                placeholder=outcome.placeholder,
-                rendition_keys=outcome.rendition_keys,
-                duration_seconds=outcome.duration_seconds,
-                video_key=outcome.video_key,
-            )
+            .values(**media_outcome_values(outcome))
         )
     await conn.execute(
         update(users).where(users.c.id == row.author_id).values(post_count=users.c.post_count + 1)

@@ -87,6 +87,11 @@ def original_key(story_id: int, media_id: int) -> str:
     return f"originals/stories/{story_id}/{media_id}"
 
 
+def verified_key(story_id: int, media_id: int, token: str) -> str:
+    """The worker's verified copy of the original (S3; as `domain.posts.verified_key`)."""
+    return f"verified/stories/{story_id}/{media_id}-{token}"
+
+
 def rendition_key(story_id: int, media_id: int, size: str, fmt: str) -> str:
     extension = "jpg" if fmt == "JPEG" else fmt.lower()
     return f"renditions/stories/{story_id}/{media_id}/{size.lower()}.{extension}"
@@ -98,7 +103,11 @@ def video_key(story_id: int, media_id: int) -> str:
 
 def object_prefixes(story_id: int) -> list[str]:
     """Every object of a story lives under one of these."""
-    return [f"originals/stories/{story_id}/", f"renditions/stories/{story_id}/"]
+    return [
+        f"originals/stories/{story_id}/",
+        f"verified/stories/{story_id}/",
+        f"renditions/stories/{story_id}/",
+    ]
 
 
 # --- Input
@@ -407,15 +416,7 @@ async def mark_ready(
     await conn.execute(
         update(media)
         .where(media.c.id == outcome.media_id, media.c.story_id == story_id)
-        .values(
-            detected_type=outcome.detected_type,
-            width=outcome.width,
-            height=outcome.height,
-            placeholder=outcome.placeholder,
-            rendition_keys=outcome.rendition_keys,
-            duration_seconds=outcome.duration_seconds,
-            video_key=outcome.video_key,
-        )
+        .values(**post_domain.media_outcome_values(outcome))
     )
     return row
 

@@ -176,7 +176,16 @@ class Storage(Protocol):
 
     async def head(self, key: str) -> ObjectInfo | None: ...
 
-    async def download_to(self, key: str, path: Path) -> None: ...
+    async def download_to(self, key: str, path: Path) -> str | None:
+        """Stream the object to ``path``; return the ETag of the bytes read when the
+        store gives one (S3), else None."""
+        ...
+
+    async def copy_if_match(self, source: str, dest: str, etag: str) -> str | None:
+        """Copy ``source`` to ``dest`` in the store if ``source``'s ETag is still ``etag``;
+        return the copy's ETag, or None when the condition failed or ``source`` is gone
+        (S3 only: the local store never needs it, docs/uploads-hardening.md)."""
+        ...
 
     async def read_head(self, key: str, n: int) -> bytes: ...
 
@@ -669,7 +678,7 @@ class LocalStorage:
     async def stat_for_serving(self, key: str) -> _LocalObject | None:
         return await asyncio.to_thread(self._stat_object, key)
 
-    async def download_to(self, key: str, path: Path) -> None:
+    async def download_to(self, key: str, path: Path) -> str | None:
         source = self._object_path(key)
 
         def copy() -> None:
@@ -681,6 +690,12 @@ class LocalStorage:
                 raise
 
         await asyncio.to_thread(copy)
+        return None
+
+    async def copy_if_match(self, source: str, dest: str, etag: str) -> str | None:
+        # The local route's gate closes a target once its post moves on: originals stay
+        # where they were uploaded (workers.media copies them on S3 only).
+        raise NotImplementedError("the local store keeps originals at their upload key")
 
     async def read_head(self, key: str, n: int) -> bytes:
         source = self._object_path(key)
@@ -1303,9 +1318,9 @@ class S3Storage:
                 raise ObjectNotFound(key) from exc
             raise
 
-    async def download_to(self, key: str, path: Path) -> None:
+    async def download_to(self, key: str, path: Path) -> str | None:
         """Stream the object to ``path`` (created or truncated); on any failure the
-        partial file is removed."""
+        partial file is removed. Returns the ETag of the object read."""
         response = await self._get(key)
         body = response["Body"]
         async with body:  # releases the connection, even on early exit
@@ -1326,6 +1341,27 @@ class S3Storage:
             except BaseException:
                 _discard(fh, path)  # synchronous: must also run when cancelled
                 raise
+        etag = response.get("ETag")
+        return str(etag) if etag else None
+
+    async def copy_if_match(self, source: str, dest: str, etag: str) -> str | None:
+        """A server-side CopyObject of ``source`` to ``dest``, conditioned on ``source``
+        still being ``etag`` (CopySourceIfMatch; moto 5.2 ignores the condition, so the
+        caller also compares the copy's ETag with what it verified)."""
+        s3 = await self._s3()
+        try:
+            response = await s3.copy_object(
+                Bucket=self.bucket,
+                Key=validate_key(dest),
+                CopySource={"Bucket": self.bucket, "Key": validate_key(source)},
+                CopySourceIfMatch=etag,
+            )
+        except ClientError as exc:
+            if _error_code(exc) in ("PreconditionFailed", "412") or _is_not_found(exc):
+                return None
+            raise
+        copied = response.get("CopyObjectResult", {}).get("ETag")
+        return str(copied) if copied else None
 
     async def read_head(self, key: str, n: int) -> bytes:
         if n <= 0:

@@ -531,13 +531,14 @@ class SwappingStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def download_to(self, key: str, path: Path) -> None:
+    async def download_to(self, key: str, path: Path) -> str | None:
         if self.before is not None:
             await self._store.put(key, self.before, "image/jpeg", cache_immutable=False)
-        await self._store.download_to(key, path)
+        etag: str | None = await self._store.download_to(key, path)
         self.downloads += 1
         if self.after is not None:
             await self._store.put(key, self.after, "image/jpeg", cache_immutable=False)
+        return etag
 
 
 def worker_ctx(server: Server, **resources: Any) -> dict[str, Any]:
@@ -578,7 +579,10 @@ async def test_the_worker_renders_the_bytes_it_verified_not_a_later_body(
 ):
     """A valid body of the same size written to the upload key right after the worker's
     download (an S3 POST cannot be revoked) is never rendered: the renditions come from
-    the copy that was checked, and the store is not read again."""
+    the copy that was checked, and the store is not read again. On S3 the original kept
+    is that checked copy too: the server-side copy of the upload key (which now holds
+    the later body; moto ignores CopySourceIfMatch) is not the verified bytes, so the
+    worker uploads its own copy instead."""
     first, later = jpeg_bytes(300, 200), jpeg_bytes(200, 300)
     size = max(len(first), len(later)) + 8
     first, later = padded(first, size), padded(later, size)
@@ -586,7 +590,17 @@ async def test_the_worker_renders_the_bytes_it_verified_not_a_later_body(
     swapping = SwappingStore(media_server.storage, after=later)
     assert await process_post(worker_ctx(media_server, storage=swapping), pk) == "ready"
     assert swapping.downloads == 1
-    assert await media_server.storage.read_head(key, size + 1) == later  # it was replaced
+    async with media_server.engine.connect() as conn:
+        kept = await conn.scalar(
+            text("SELECT original_key FROM media WHERE post_id = :p"), {"p": pk}
+        )
+    if media_server.settings.storage_backend == "s3":
+        assert kept.startswith(f"verified/{pk}/")
+        assert await media_server.storage.read_head(kept, size + 1) == first
+        assert await media_server.storage.head(key) is None  # the upload key is retired
+    else:
+        assert kept == key
+        assert await media_server.storage.read_head(key, size + 1) == later  # replaced
     async with media_server.engine.connect() as conn:
         row = (
             await conn.execute(
@@ -623,6 +637,73 @@ async def test_a_body_of_another_size_swapped_in_before_the_download_fails_the_p
 
 
 # --------------------------------------------------------------------------- late passes
+
+
+async def media_row(server: Server, pk: int) -> Any:
+    async with server.engine.connect() as conn:
+        return (
+            await conn.execute(
+                text("SELECT id, original_key FROM media WHERE post_id = :p"), {"p": pk}
+            )
+        ).one()
+
+
+async def test_s3_a_post_after_ready_never_reaches_the_original_and_is_swept(
+    media_server, gql, factory
+):
+    """S3: a presigned POST cannot be revoked, so once it has verified the upload the
+    worker keeps those bytes under `verified/<post>/` (a key no URL names), points the
+    media row at them as the post turns READY, and deletes the upload key. A POST with
+    the still-valid URL after READY writes a stray at the upload key: the original the
+    row points to is unchanged, and the stray goes with the pass scheduled for when the
+    URL has expired. deletePost removes both prefixes."""
+    s3_only(media_server)
+    author = await factory.user("author")
+    first, second = two_versions(300, 200)
+    created = await create_post(gql, author.token, [("image/jpeg", first)])
+    target, post_id = created["uploads"][0], created["post"]["id"]
+    pk = from_global_id(post_id)[1]
+    [upload_key] = await media_keys(media_server, post_id)
+    assert (await upload(target, first)).status_code in (200, 204)
+    assert (await gql(COMPLETE, token=author.token, id=post_id))["completeUpload"]["errors"] == []
+    assert (await wait_for_post(gql, author.token, post_id))["status"] == "READY"
+    storage = media_server.storage
+    row = await media_row(media_server, pk)
+    assert row.original_key.startswith(f"verified/{pk}/{row.id}-")
+    assert await storage.read_head(row.original_key, len(first) + 1) == first
+    assert await storage.head(upload_key) is None
+    due = await late_job_due(media_server, f"stray_uploads:{pk}")
+    ttl = media_server.settings.upload_ttl_seconds
+    assert time.time() + ttl < due <= time.time() + ttl + LATE_UPLOAD_MARGIN_SECONDS
+
+    # The URL used again after READY: a stray object, never the original.
+    assert (await upload(target, second)).status_code in (200, 204)
+    assert await storage.read_head(upload_key, len(second) + 1) == second
+    assert (await media_row(media_server, pk)).original_key == row.original_key
+    assert await storage.read_head(row.original_key, len(first) + 1) == first
+    # The pass, run now: the stray goes, the verified original stays.
+    assert await delete_late_uploads(media_server.worker.ctx, pk) == "strays"
+    assert await storage.head(upload_key) is None
+    assert await storage.read_head(row.original_key, len(first) + 1) == first
+
+    # deletePost: the verified original, the renditions and any stray all go.
+    assert (await upload(target, second)).status_code in (200, 204)
+    renditions = await renditions_of(media_server, pk)
+    assert renditions and all([await storage.head(key) is not None for key in renditions])
+    assert (await gql(DELETE, token=author.token, id=post_id))["deletePost"]["errors"] == []
+    await Job(f"post_deleted:{pk}", media_server.resources.jobs).result(timeout=30)
+    for key in [upload_key, row.original_key, *renditions]:
+        assert await storage.head(key) is None, key
+    # The READY post's pass, should it run now, does what a deleted post's pass does.
+    assert await delete_late_uploads(media_server.worker.ctx, pk) == "deleted"
+
+
+async def renditions_of(server: Server, pk: int) -> list[str]:
+    async with server.engine.connect() as conn:
+        keys = await conn.scalar(
+            text("SELECT rendition_keys FROM media WHERE post_id = :p"), {"p": pk}
+        )
+    return sorted(keys.values())
 
 
 def s3_only(server: Server) -> None:

@@ -82,6 +82,15 @@ async def enqueue_late_upload_sweep(jobs: ArqRedis, post_id: int, when: datetime
     )
 
 
+async def enqueue_stray_upload_sweep(jobs: ArqRedis, post_id: int, when: datetime) -> None:
+    # Once per READY post (S3), when its upload URLs have expired: what a POST wrote to
+    # its upload keys after READY goes (docs/uploads-hardening.md). Its own job id, so
+    # a later deletion's `late_uploads` pass is still scheduled.
+    await _enqueue(
+        jobs, "delete_late_uploads", post_id, _job_id=f"stray_uploads:{post_id}", _defer_until=when
+    )
+
+
 async def enqueue_late_story_upload_sweep(jobs: ArqRedis, story_id: int, when: datetime) -> None:
     # Once per deleted story whose upload URL may outlive it (docs/uploads-hardening.md).
     await _enqueue(

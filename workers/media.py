@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
+import secrets
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -43,6 +45,7 @@ from workers.feed import kick_relay
 from workers.jobs import (
     enqueue_late_upload_sweep,
     enqueue_process_post,
+    enqueue_stray_upload_sweep,
     process_post_job_id,
     retry_later,
 )
@@ -77,9 +80,12 @@ async def _store_renditions(
     return keys
 
 
-async def _fetch_verified(storage: Storage, settings: Settings, item: DbRow, source: Path) -> str:
+async def _fetch_verified(
+    storage: Storage, settings: Settings, item: DbRow, source: Path
+) -> tuple[str, str | None]:
     """Read the uploaded object ONCE into `source` and check that copy (its size is the
-    declared one, its sniffed type an accepted one); return its real content type.
+    declared one, its sniffed type an accepted one); return its real content type and
+    the ETag of the object read (when the store gives one).
 
     Everything after this reads `source`, never the store again: on S3 a presigned POST
     cannot be revoked, and a body written to the upload key later (or between two reads)
@@ -101,7 +107,7 @@ async def _fetch_verified(storage: Storage, settings: Settings, item: DbRow, sou
     if info.size > limit or info.size != item.byte_size:
         raise await reject(info.size)
     try:
-        await storage.download_to(item.original_key, source)
+        etag = await storage.download_to(item.original_key, source)
     except ObjectNotFound as exc:
         raise MediaRejected(f"Media {number} was not uploaded.") from exc
 
@@ -122,7 +128,30 @@ async def _fetch_verified(storage: Storage, settings: Settings, item: DbRow, sou
             else "an MP4, MOV or WebM video"
         )
         raise MediaRejected(f"Media {number} is not {what}.")
-    return detected
+    return detected, etag
+
+
+def _md5_hex(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def _keep_verified(
+    storage: Storage, item: DbRow, source: Path, etag: str | None, dest: str
+) -> None:
+    """Put the bytes the worker verified (`source`, downloaded from the upload key with
+    `etag`) at `dest`, a key no upload URL names: a server-side copy of the upload key
+    conditioned on `etag` (S3 refuses it if the body was replaced since), checked
+    against the local copy's MD5; if the copy is refused or is not those bytes (a store
+    that ignores the condition, or whose ETags are not MD5s), the local copy itself is
+    uploaded. Either way `dest` holds exactly the verified bytes."""
+    digest = await asyncio.to_thread(_md5_hex, source)
+    copied = await storage.copy_if_match(item.original_key, dest, etag) if etag else None
+    if copied is None or copied.strip('"') != digest:
+        await storage.put(dest, source, item.content_type)
 
 
 async def process_media_item(
@@ -134,9 +163,12 @@ async def process_media_item(
     video_key: str,
     frame: tuple[int, int] | None = None,
     cache_control: str | None = None,
+    verified_key: str | None = None,
 ) -> MediaOutcome:
     """Verify one uploaded media row's object (size, sniffed type), render it and store
     its renditions under `rendition_key(size, format)` (and a video under `video_key`).
+    With `verified_key` (S3), the verified bytes are kept there (`_keep_verified`) and
+    the outcome points the row's `original_key` at them.
 
     Shared by posts and stories (a story passes its `STORY_FRAME`, and a `cache_control`
     no longer than its TTL; posts keep the store's year-long immutable default). Raises
@@ -144,9 +176,11 @@ async def process_media_item(
     """
     storage: Storage = ctx["resources"].storage
     source = work / f"{item.id}.original"
-    detected = await _fetch_verified(storage, ctx["settings"], item, source)
+    detected, etag = await _fetch_verified(storage, ctx["settings"], item, source)
     if item.kind == "PHOTO":
         photo = await _cpu(ctx, functools.partial(render_photo, frame=frame), source)
+        if verified_key is not None:
+            await _keep_verified(storage, item, source, etag, verified_key)
         return MediaOutcome(
             media_id=item.id,
             detected_type=photo.detected_type,
@@ -154,10 +188,13 @@ async def process_media_item(
             height=photo.height,
             placeholder=photo.placeholder,
             rendition_keys=await _store_renditions(storage, rendition_key, photo, cache_control),
+            original_key=verified_key,
         )
     out_dir = work / f"{item.id}.out"
     out_dir.mkdir()
     video = await _cpu(ctx, functools.partial(render_video, frame=frame), source, out_dir)
+    if verified_key is not None:
+        await _keep_verified(storage, item, source, etag, verified_key)
     await storage.put(video_key, video.mp4_path, "video/mp4", cache_control=cache_control)
     return MediaOutcome(
         media_id=item.id,
@@ -168,11 +205,24 @@ async def process_media_item(
         rendition_keys=await _store_renditions(storage, rendition_key, video.poster, cache_control),
         duration_seconds=video.duration_seconds,
         video_key=video_key,
+        original_key=verified_key,
     )
 
 
+def verified_keys(
+    settings: Settings, items: list[DbRow], key: Callable[[int, str], str]
+) -> dict[int, str]:
+    """This attempt's keys for the verified originals (`key(media_id, token)`), one per
+    media row, on S3 only: there a presigned POST can write the upload key until it
+    expires; the local route's gate closes it (docs/uploads-hardening.md)."""
+    if settings.storage_backend == "local":
+        return {}
+    token = secrets.token_hex(8)
+    return {item.id: key(item.id, token) for item in items}
+
+
 async def _process_media(
-    ctx: dict[str, Any], post_id: int, item: DbRow, work: Path
+    ctx: dict[str, Any], post_id: int, item: DbRow, work: Path, verified_key: str | None
 ) -> MediaOutcome:
     return await process_media_item(
         ctx,
@@ -180,6 +230,7 @@ async def _process_media(
         work,
         rendition_key=functools.partial(post_domain.rendition_key, post_id, item.id),
         video_key=post_domain.video_key(post_id, item.id),
+        verified_key=verified_key,
     )
 
 
@@ -200,17 +251,32 @@ async def _process_post(ctx: dict[str, Any], post_id: int) -> str:
 
     Idempotent: rendition keys are deterministic, and `mark_ready` only moves a post
     that is still PROCESSING, so a second run (a retry, a sweeper re-enqueue racing
-    the first) rewrites the same objects and changes no row.
+    the first) rewrites the same objects and changes no row. On S3 each attempt keeps
+    the originals it verified under keys of its own (`verified_keys`); the one that
+    marks the post READY points the media rows at its copies in that transaction, and
+    the others' copies are deleted.
     """
     engine = ctx["resources"].engine
+    storage: Storage = ctx["resources"].storage
     async with engine.connect() as conn:
         post = await post_domain.post_row(conn=conn, post_id=post_id)
         items = await post_domain.media_rows(conn=conn, post_ids=[post_id])
     if post is None or post.status != PostStatus.PROCESSING:
         return "skipped"
+    kept = verified_keys(
+        ctx["settings"], items, functools.partial(post_domain.verified_key, post_id)
+    )
     try:
-        with tempfile.TemporaryDirectory(prefix="instagraph-media-") as work:
-            outcomes = [await _process_media(ctx, post_id, item, Path(work)) for item in items]
+        try:
+            with tempfile.TemporaryDirectory(prefix="instagraph-media-") as work:
+                outcomes = [
+                    await _process_media(ctx, post_id, item, Path(work), kept.get(item.id))
+                    for item in items
+                ]
+        except Exception:
+            # This attempt's verified copies are no one's (a retry makes its own).
+            await _forget(storage, list(kept.values()), f"post {post_id}")
+            raise
     except MediaRejected as rejected:
         async with engine.begin() as conn:
             await post_domain.mark_failed(conn=conn, post_id=post_id, reason=rejected.reason)
@@ -225,12 +291,15 @@ async def _process_post(ctx: dict[str, Any], post_id: int) -> str:
         if ready is not None:  # its post count moved: the cached record goes (domain.outbox)
             await write_invalidation(conn=conn, users=[ready.author_id])
     if ready is None:
+        await _forget(storage, list(kept.values()), f"post {post_id}")
         async with engine.connect() as conn:
             still_there = await post_domain.post_row(conn=conn, post_id=post_id)
         if still_there is None:
             # Deleted while we rendered: the delete job may have run before our writes.
             await delete_post_objects(ctx, post_id)
         return "skipped"
+    if kept:
+        await _retire_upload_keys(ctx, post_id, items)
     # Its post count moved: at once, best effort (mark_ready's `invalidate` row is the
     # guarantee); then its own fan-out row, not behind the backlog.
     await best_effort(
@@ -238,6 +307,37 @@ async def _process_post(ctx: dict[str, Any], post_id: int) -> str:
     )
     await kick_relay(ctx, post_id)
     return "ready"
+
+
+async def _forget(storage: Storage, keys: list[str], what: str) -> None:
+    """Best effort: delete verified copies no row points at (a failure leaves a private
+    object under `verified/<post>/`, which deletePost's clean-up removes)."""
+    if not keys:
+        return
+    try:
+        await storage.delete_many(keys)
+    except Exception as exc:
+        log.warning("%s: could not delete unused verified originals: %r", what, exc)
+
+
+async def _retire_upload_keys(ctx: dict[str, Any], post_id: int, items: list[DbRow]) -> None:
+    """A READY post's originals now live under `verified/`: its upload keys go, and a
+    pass is scheduled for when their URLs have expired (`delete_late_uploads`), which
+    deletes whatever a POST wrote there since. The pass first (if Redis is down, the
+    upload keys still go now); best effort: the post is READY whatever happens here."""
+    settings: Settings = ctx["settings"]
+    when = datetime.now(UTC) + timedelta(
+        seconds=settings.upload_ttl_seconds + LATE_UPLOAD_MARGIN_SECONDS
+    )
+    try:
+        await enqueue_stray_upload_sweep(ctx["resources"].jobs, post_id, when)
+    except Exception as exc:
+        log.warning("post %s: could not schedule the stray-upload pass: %r", post_id, exc)
+    uploads = [post_domain.original_key(post_id, item.id) for item in items]
+    try:
+        await ctx["resources"].storage.delete_many(uploads)
+    except Exception as exc:
+        log.warning("post %s: could not delete its upload keys: %r", post_id, exc)
 
 
 async def delete_post_objects(ctx: dict[str, Any], post_id: int) -> None:
@@ -257,11 +357,13 @@ async def delete_post_objects(ctx: dict[str, Any], post_id: int) -> None:
 
 async def _delete_originals(storage: Storage, post_id: int, items: list[DbRow]) -> None:
     """A deleted post's uploads: its open multipart uploads aborted (an unknown or
-    finished one is fine), then its originals."""
+    finished one is fine), then its originals, at the upload keys and verified."""
     for item in items:
         if item.upload_id is not None:
-            await storage.abort_multipart(item.original_key, item.upload_id)
+            upload_key = post_domain.original_key(post_id, item.id)
+            await storage.abort_multipart(upload_key, item.upload_id)
     await storage.delete_prefix(f"originals/{post_id}/")
+    await storage.delete_prefix(post_domain.verified_prefix(post_id))
 
 
 # Past the last upload URL's expiry: a URL signed as the post was being deleted (a
@@ -289,14 +391,23 @@ async def schedule_late_upload_sweep(ctx: dict[str, Any], post_id: int) -> None:
 async def delete_late_uploads(ctx: dict[str, Any], post_id: int) -> str:
     """The deleted post's objects, again: what an upload URL wrote after the first
     clean-up, and whatever that clean-up left if the store failed it for good (open
-    multipart uploads, renditions: the worker writes none for a deleted post)."""
+    multipart uploads, renditions: the worker writes none for a deleted post).
+
+    For a live READY post (scheduled by `_retire_upload_keys`): only what a POST wrote
+    to its upload keys since, never a key a media row points at (the verified copies)."""
     storage: Storage = ctx["resources"].storage
     try:
         async with ctx["resources"].engine.connect() as conn:
             deleted = await upload_domain.deleted_at(conn=conn, post_id=post_id)
+            live = await post_domain.post_row(conn=conn, post_id=post_id)
             items = await post_domain.media_rows(conn=conn, post_ids=[post_id])
-        if deleted is None:  # never for a live post
-            return "skipped"
+        if deleted is None:
+            if live is None or live.status != PostStatus.READY:
+                return "skipped"
+            strays = [post_domain.original_key(post_id, item.id) for item in items]
+            kept = {item.original_key for item in items}
+            await storage.delete_many([key for key in strays if key not in kept])
+            return "strays"
         await _delete_originals(storage, post_id, items)
         await storage.delete_prefix(f"renditions/{post_id}/")
     except Exception as exc:

@@ -17,7 +17,7 @@ from infra.storage import Storage
 from models import PostStatus
 from settings import Settings
 from workers.jobs import enqueue_late_story_upload_sweep, enqueue_process_story, retry_later
-from workers.media import LATE_UPLOAD_MARGIN_SECONDS, process_media_item
+from workers.media import LATE_UPLOAD_MARGIN_SECONDS, process_media_item, verified_keys
 
 log = logging.getLogger("instagraph.worker.stories")
 
@@ -37,17 +37,27 @@ async def process_story(ctx: dict[str, Any], story_id: int) -> str:
         if story is None or story.status != PostStatus.PROCESSING:
             return "skipped"
         item = await story_domain.story_media_row(conn=conn, story_id=story_id)
+    storage: Storage = ctx["resources"].storage
+    # S3: the verified original is kept at a key no upload URL names (as for posts).
+    kept = verified_keys(
+        ctx["settings"], [item], functools.partial(story_domain.verified_key, story_id)
+    ).get(item.id)
     try:
-        with tempfile.TemporaryDirectory(prefix="instagraph-story-") as work:
-            outcome = await process_media_item(
-                ctx,
-                item,
-                Path(work),
-                rendition_key=functools.partial(story_domain.rendition_key, story_id, item.id),
-                video_key=story_domain.video_key(story_id, item.id),
-                frame=STORY_FRAME,
-                cache_control=story_domain.cache_control(ttl),
-            )
+        try:
+            with tempfile.TemporaryDirectory(prefix="instagraph-story-") as work:
+                outcome = await process_media_item(
+                    ctx,
+                    item,
+                    Path(work),
+                    rendition_key=functools.partial(story_domain.rendition_key, story_id, item.id),
+                    video_key=story_domain.video_key(story_id, item.id),
+                    frame=STORY_FRAME,
+                    cache_control=story_domain.cache_control(ttl),
+                    verified_key=kept,
+                )
+        except Exception:
+            await _forget(storage, kept, story_id)
+            raise
     except MediaRejected as rejected:
         async with engine.begin() as conn:
             await story_domain.mark_failed(conn=conn, story_id=story_id, reason=rejected.reason)
@@ -61,6 +71,7 @@ async def process_story(ctx: dict[str, Any], story_id: int) -> str:
             conn=conn, story_id=story_id, outcome=outcome, ttl=ttl
         )
     if ready is None:
+        await _forget(storage, kept, story_id)
         async with engine.connect() as conn:
             discarded = await story_domain.is_discarded(conn=conn, story_id=story_id, ttl=ttl)
         if discarded:
@@ -70,7 +81,25 @@ async def process_story(ctx: dict[str, Any], story_id: int) -> str:
             log.info("story %s discarded while it rendered", story_id)
             return "discarded"
         return "skipped"
+    if kept is not None:
+        # Its original now lives under `verified/`: the upload key goes. What a POST
+        # writes there later goes with the story's clean-up (its `originals/` prefix),
+        # or with the late pass when the URL outlives the story.
+        try:
+            await storage.delete_many([story_domain.original_key(story_id, item.id)])
+        except Exception as exc:
+            log.warning("story %s: could not delete its upload key: %r", story_id, exc)
     return "ready"
+
+
+async def _forget(storage: Storage, key: str | None, story_id: int) -> None:
+    """Best effort: this attempt's verified copy, which no row points at."""
+    if key is None:
+        return
+    try:
+        await storage.delete_many([key])
+    except Exception as exc:
+        log.warning("story %s: could not delete an unused verified original: %r", story_id, exc)
 
 
 async def _delete_objects(
