@@ -421,13 +421,16 @@ class QueryCosts:
         operation_name: str | None,
         variables: Mapping[str, Any] | None,
         document: DocumentNode | None = None,
+        function: OperationCost | None = None,
     ) -> Charge | None:
         """Check and charge one request; None when it is not limited (no request behind
-        the context, or limits off). Raises QueryRefused."""
+        the context, or limits off). Raises QueryRefused. `function`, when the caller
+        holds the operation's cost function already, saves looking it up."""
         request = getattr(context, "request", None)
         if request is None or not self.enabled:
             return None
-        function = self.cost_function(query, operation_name, document)
+        if function is None:
+            function = self.cost_function(query, operation_name, document)
         if function is None:
             return None
         cost = function.of(variables)

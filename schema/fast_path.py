@@ -93,9 +93,11 @@ class FastPath:
             return mutation_over_get(compiled.operation_type.value, media_type)
         context = await make_context(request)
         costs = self.compiler.schema.costs  # type: ignore[attr-defined]  # an InstagraphSchema
+        if compiled.cost_function is None and costs.enabled:
+            compiled.cost_function = costs.cost_function(query, operation_name)
         try:  # the cost budget, as Strawberry's path charges it (schema/cost.py)
             request.state.query_charge = charge = await costs.charge(
-                context, query, operation_name, variables
+                context, query, operation_name, variables, function=compiled.cost_function
             )
         except QueryRefused as refused:
             body = refused_body(refused, costs.report)

@@ -21,11 +21,10 @@ is) is refused the same way, with its own message (`TOO_DEEP`).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from graphql import GraphQLError, StringValueNode, ValidationRule
-from strawberry.types.execution import PreExecutionError
 
 from domain.errors import ErrorCode
 
@@ -81,13 +80,6 @@ def unsafe_variables_error(variables: Mapping[str, Any] | None) -> GraphQLError 
         f"Variable '${path[0]}{name}': {reason}.",
         extensions={"code": ErrorCode.INVALID_INPUT.value},
     )
-
-
-async def refused_stream(error: GraphQLError) -> AsyncGenerator[PreExecutionError, None]:
-    """A request refused before it runs, as a stream's first and only result: the
-    WebSocket protocols answer it with an `error` message, multipart HTTP with an error
-    part."""
-    yield PreExecutionError(data=None, errors=[error])
 
 
 class SafeStringLiterals(ValidationRule):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import strawberry
@@ -27,7 +27,6 @@ from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES, StreamResult
 from strawberry.types import ExecutionContext, ExecutionResult
-from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
 from domain import limits
@@ -49,7 +48,7 @@ from schema.documents import DocumentRegistry, PersistedQueryError
 from schema.errors import ErrorCode
 from schema.graphql_http import is_request_error
 from schema.input_operations import OperationContext
-from schema.input_strings import SafeStringLiterals, refused_stream, unsafe_variables_error
+from schema.input_strings import SafeStringLiterals, unsafe_variables_error
 from schema.posts import (
     CreatePostPayload,
     DeletePayload,
@@ -58,7 +57,7 @@ from schema.posts import (
     PostConnection,
     PostPayload,
 )
-from schema.streaming import pre_execution_guard
+from schema.streaming import pre_execution_guard, refused_stream
 from schema.users import AuthPayload, User, UserPayload
 from settings import Settings
 
@@ -288,7 +287,7 @@ class InstagraphSchema(strawberry.Schema):
             try:
                 query = await self.documents.resolve(query, operation_extensions)
             except PersistedQueryError as error:
-                return _refused(error)
+                return refused_stream(GraphQLError(error.message, extensions={"code": error.code}))
         # Every streamed transport (both WebSocket protocols, multipart HTTP; `subscribe`
         # comes here too): a document refused before it ran is a PreExecutionError.
         source = await super().stream(
@@ -343,14 +342,6 @@ class InstagraphSchema(strawberry.Schema):
                 error.message = "Unexpected error."
         for error in errors:
             ERRORS.labels(str((error.extensions or {}).get("code")), "graphql").inc()
-
-
-async def _refused(error: PersistedQueryError) -> AsyncGenerator[PreExecutionError, None]:
-    """A refused document, as a stream's first and only result: the WebSocket protocols
-    answer it with an `error` message, multipart HTTP with an error part."""
-    yield PreExecutionError(
-        data=None, errors=[GraphQLError(error.message, extensions={"code": error.code})]
-    )
 
 
 def _limit_rules(settings: Settings) -> list[Any]:

@@ -16,6 +16,13 @@ from strawberry.utils.aio import aclosing
 from schema.graphql_http import is_request_error
 
 
+async def refused_stream(error: GraphQLError) -> AsyncGenerator[PreExecutionError, None]:
+    """A request refused before it runs (unsafe variables, a persisted-query error), as
+    a stream's first and only result: the WebSocket protocols answer it with an `error`
+    message, multipart HTTP with an error part."""
+    yield PreExecutionError(data=None, errors=[error])
+
+
 async def pre_execution_guard(source: StreamResult, schema: BaseSchema) -> AsyncGenerator[Any]:
     """`source`, with a first result that refuses the operation before it ran made a
     PreExecutionError: the WebSocket handlers answer it with an `error` message (not a

@@ -103,6 +103,9 @@ class CompiledOperation:
         fragments: dict[str, FragmentDefinitionNode],
     ) -> None:
         self.operation_type: OperationType = operation.operation
+        # This operation's cost function (`schema.cost.OperationCost`), set once by the
+        # fast path: a request it serves then looks nothing up by the document's text.
+        self.cost_function: Any = None
         self._compiler = compiler
         self._query = query
         self._document = document
